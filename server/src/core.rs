@@ -1,0 +1,602 @@
+//! Per-core state and its event loop: the heart of ws-server.
+//!
+//! A [`Core`] is owned by one executor thread and is the only thing that touches its
+//! connections. One glommio task sleeps on the core's eventfd; whenever the core's io_uring
+//! posts completions (accepts, readable sockets, writable sockets) or another core drops a
+//! message into its inbox, the task wakes and [`Core::on_wake`] handles everything pending.
+//! A second task ticks once a second for the heartbeat sweep ([`Core::sweep`]).
+//!
+//! What happens to bytes once read lives elsewhere: `handshake.rs` (HTTP upgrade and the
+//! plain HTTP routes) and `frames.rs` (the frame loop of open connections).
+
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ws_common::frame::{self, close, op};
+
+use crate::conn::{flag, Phase, Slab};
+use crate::inbox::{CoreMsg, Inbox, Waker};
+use crate::ring::{Completion, Kind, Ring, Token};
+use crate::settings::Settings;
+use crate::stats::{AllStats, CoreStats};
+
+/// Per-core read buffer: every socket of the core is read into this, never into memory of
+/// its own. 64 KiB takes a full loopback burst in one recv.
+const SCRATCH: usize = 64 * 1024;
+/// Full-buffer reads of one socket per wake before others get their turn.
+const READS_PER_TURN: usize = 8;
+/// Ticks a lingering connection gets to send EOF after our last bytes.
+const LINGER_TICKS: u32 = 2;
+
+pub struct Core {
+    /// Executor number (index into the stats array).
+    pub idx: usize,
+    pub settings: Rc<Settings>,
+    pub ring: Ring,
+    pub conns: Slab,
+    pub all_stats: AllStats,
+    /// WebSocket connections open on all cores, for `--max-conns`.
+    pub global_open: Arc<AtomicU64>,
+    pub inbox: Inbox,
+    pub waker: Waker,
+    listener: RawFd,
+    accept_armed: bool,
+    /// Set when accept failed: the driver re-arms it after a short back-off.
+    pub accept_backoff: bool,
+    started: Instant,
+    /// Seconds since start, advanced by the sweep.
+    pub tick: u32,
+    scratch: Vec<u8>,
+    /// Output staged for the connection being handled, sent with one send().
+    pub tx: Vec<u8>,
+    completions: Vec<Completion>,
+    /// Connections that still had data when their turn ended.
+    again: Vec<(u32, u32)>,
+    /// Drain deadline (tick) once shutdown began.
+    pub shutdown_at: Option<u32>,
+    /// Connections at the moment shutdown began, and how many we had to cut at the deadline.
+    pub drained_from: usize,
+    pub forced: usize,
+    /// Set when shut down and drained: the driver stops.
+    pub done: bool,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        idx: usize,
+        settings: Rc<Settings>,
+        ring: Ring,
+        listener: RawFd,
+        all_stats: AllStats,
+        global_open: Arc<AtomicU64>,
+        inbox: Inbox,
+        waker: Waker,
+    ) -> Core {
+        Core {
+            idx,
+            settings,
+            ring,
+            conns: Slab::default(),
+            all_stats,
+            global_open,
+            inbox,
+            waker,
+            listener,
+            accept_armed: false,
+            accept_backoff: false,
+            started: Instant::now(),
+            tick: 0,
+            scratch: vec![0; SCRATCH],
+            tx: Vec::with_capacity(SCRATCH),
+            completions: Vec::with_capacity(1024),
+            again: Vec::new(),
+            shutdown_at: None,
+            drained_from: 0,
+            forced: 0,
+            done: false,
+        }
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.all_stats[self.idx]
+    }
+
+    /// Arms the multishot accept (at start and after a back-off).
+    pub fn arm_accept(&mut self) {
+        if self.listener >= 0 && !self.accept_armed && self.shutdown_at.is_none() {
+            self.ring.accept_multi(
+                self.listener,
+                Token {
+                    kind: Kind::Accept,
+                    gen: 0,
+                    slot: 0,
+                },
+            );
+            self.accept_armed = true;
+            self.ring.submit();
+        }
+    }
+
+    /// Handles everything pending: completions, connections with leftover data, inbox.
+    pub fn on_wake(&mut self) {
+        for (slot, gen) in std::mem::take(&mut self.again) {
+            self.read_ready(slot, gen);
+        }
+        // Bounded so a flood of completions cannot starve the inbox or the timer task.
+        for _ in 0..64 {
+            let mut batch = std::mem::take(&mut self.completions);
+            self.ring.drain(&mut batch);
+            if batch.is_empty() {
+                self.completions = batch;
+                break;
+            }
+            for c in batch.drain(..) {
+                self.on_completion(c);
+            }
+            self.completions = batch;
+            self.ring.submit();
+        }
+        while let Some(m) = self.inbox.try_recv() {
+            self.on_message(m);
+        }
+        self.ring.submit();
+        if !self.again.is_empty() {
+            self.waker.wake();
+        }
+        self.check_drained();
+    }
+
+    fn on_message(&mut self, m: CoreMsg) {
+        match m {
+            CoreMsg::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn on_completion(&mut self, c: Completion) {
+        let Some(t) = c.token else { return };
+        match t.kind {
+            Kind::Accept => self.on_accept(c),
+            Kind::PollIn => {
+                let live = self.conns.get(t.slot, t.gen).is_some();
+                if !live {
+                    return;
+                }
+                if !c.more && c.result != -libc::ECANCELED {
+                    // The kernel ended the multishot (overflow, error): arm a new one.
+                    if let Some(conn) = self.conns.get(t.slot, t.gen) {
+                        let fd = conn.fd;
+                        self.ring.poll_in_multi(fd, t);
+                    }
+                }
+                self.read_ready(t.slot, t.gen);
+            }
+            Kind::PollOut => {
+                if let Some(conn) = self.conns.get(t.slot, t.gen) {
+                    conn.flags &= !flag::POLL_OUT;
+                    self.flush(t.slot, t.gen);
+                }
+            }
+            Kind::Ignore => {}
+        }
+    }
+
+    fn on_accept(&mut self, c: Completion) {
+        if !c.more {
+            self.accept_armed = false;
+        }
+        if c.result < 0 {
+            let errno = -c.result;
+            if errno == libc::ECANCELED {
+                return;
+            }
+            self.stats().accept_error(errno);
+            // EMFILE & co: the listener stays readable, so retrying at once would spin.
+            // Stop the multishot and come back after a back-off; existing connections
+            // keep being served meanwhile.
+            if c.more {
+                self.ring.cancel(Token {
+                    kind: Kind::Accept,
+                    gen: 0,
+                    slot: 0,
+                });
+                self.accept_armed = false;
+            }
+            self.accept_backoff = true;
+            return;
+        }
+        let fd = c.result;
+        if self.shutdown_at.is_some() {
+            // SAFETY: fd was just returned by accept and is ours.
+            unsafe { libc::close(fd) };
+            return;
+        }
+        set_nodelay(fd);
+        let slot = self.conns.insert(fd, self.tick);
+        let gen = self.conns.by_slot(slot).map_or(0, |c| c.gen);
+        self.ring.poll_in_multi(
+            fd,
+            Token {
+                kind: Kind::PollIn,
+                gen,
+                slot,
+            },
+        );
+        let s = self.stats();
+        s.accepted.inc();
+        s.pending_open.inc();
+        if !c.more && !self.accept_backoff {
+            self.arm_accept();
+        }
+    }
+
+    /// Reads what the socket has into the scratch buffer and hands it on.
+    fn read_ready(&mut self, slot: u32, gen: u32) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get(slot, gen) else {
+                return;
+            };
+            let fd = conn.fd;
+            let mut scratch = std::mem::take(&mut self.scratch);
+            // SAFETY: scratch is a valid writable buffer of its length.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    scratch.as_mut_ptr() as *mut libc::c_void,
+                    scratch.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                let n = n as usize;
+                self.on_bytes(slot, gen, &mut scratch[..n]);
+                self.scratch = scratch;
+                if n < SCRATCH {
+                    // A short read took everything there was; the multishot poll reports
+                    // anything that arrives later.
+                    return;
+                }
+                continue;
+            }
+            self.scratch = scratch;
+            if n == 0 {
+                self.on_eof(slot, gen);
+                return;
+            }
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if errno == libc::EAGAIN || errno == libc::EINTR {
+                return;
+            }
+            self.stats().resets.inc();
+            self.close_now(slot, gen);
+            return;
+        }
+        self.again.push((slot, gen));
+    }
+
+    fn on_bytes(&mut self, slot: u32, gen: u32, data: &mut [u8]) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Handshake => self.on_handshake_bytes(slot, gen, data),
+            Phase::Open | Phase::Closing => {
+                conn.last_rx = self.tick;
+                self.stats().bytes_in.add(data.len() as u64);
+                self.on_frame_bytes(slot, gen, data);
+            }
+            Phase::Lingering => {} // discarded: we are only waiting for EOF
+        }
+    }
+
+    fn on_eof(&mut self, slot: u32, gen: u32) {
+        if let Some(conn) = self.conns.get(slot, gen) {
+            if conn.phase == Phase::Open {
+                self.stats().resets.inc();
+            }
+        }
+        self.close_now(slot, gen);
+    }
+
+    /// Sends `self.tx` (staged output) on the connection, queueing what the socket refuses.
+    pub fn send_staged(&mut self, slot: u32, gen: u32) {
+        if self.tx.is_empty() {
+            return;
+        }
+        let tx = std::mem::take(&mut self.tx);
+        self.send_bytes(slot, gen, &tx);
+        let mut tx = tx;
+        tx.clear();
+        self.tx = tx;
+    }
+
+    /// Writes `bytes` now if nothing is queued, else queues them; arms POLLOUT as needed.
+    pub fn send_bytes(&mut self, slot: u32, gen: u32, bytes: &[u8]) {
+        let limit = self.settings.send_queue_bytes;
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let fd = conn.fd;
+        let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
+        let mut sent = 0;
+        if queued == 0 {
+            // SAFETY: bytes is a valid readable buffer of its length.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    bytes.as_ptr() as *const libc::c_void,
+                    bytes.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno != libc::EAGAIN && errno != libc::EINTR {
+                    self.stats().resets.inc();
+                    self.close_now(slot, gen);
+                    return;
+                }
+            } else {
+                sent = n as usize;
+            }
+        }
+        if sent == bytes.len() {
+            return;
+        }
+        if queued + bytes.len() - sent > limit {
+            // The client does not read what it asks for: a bounded queue, then policy close.
+            self.stats().protocol_close(close::POLICY);
+            self.close_now(slot, gen);
+            return;
+        }
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let ex = conn.extra();
+        ex.outbuf.extend_from_slice(&bytes[sent..]);
+        if !conn.has(flag::POLL_OUT) {
+            conn.flags |= flag::POLL_OUT;
+            self.ring.poll_out_once(
+                fd,
+                Token {
+                    kind: Kind::PollOut,
+                    gen,
+                    slot,
+                },
+            );
+        }
+    }
+
+    /// Writes queued bytes after POLLOUT; finishes a linger once everything is out.
+    fn flush(&mut self, slot: u32, gen: u32) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let fd = conn.fd;
+        if let Some(ex) = conn.extra.as_mut() {
+            while ex.out_pos < ex.outbuf.len() {
+                let rest = &ex.outbuf[ex.out_pos..];
+                // SAFETY: rest is a valid readable buffer of its length.
+                let n = unsafe {
+                    libc::send(
+                        fd,
+                        rest.as_ptr() as *const libc::c_void,
+                        rest.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                    if errno == libc::EAGAIN || errno == libc::EINTR {
+                        conn.flags |= flag::POLL_OUT;
+                        self.ring.poll_out_once(
+                            fd,
+                            Token {
+                                kind: Kind::PollOut,
+                                gen,
+                                slot,
+                            },
+                        );
+                        return;
+                    }
+                    self.stats().resets.inc();
+                    self.close_now(slot, gen);
+                    return;
+                }
+                ex.out_pos += n as usize;
+            }
+            ex.outbuf = Vec::new();
+            ex.out_pos = 0;
+        }
+        conn.shed();
+        if conn.phase == Phase::Lingering {
+            self.half_close(slot, gen);
+        }
+    }
+
+    /// Ends the connection after what is queued has been sent: half-close, then wait
+    /// (briefly) for the client's EOF so it reads our answer rather than a reset.
+    pub fn linger(&mut self, slot: u32, gen: u32) {
+        let tick = self.tick;
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        conn.phase = Phase::Lingering;
+        conn.last_ping = tick;
+        let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
+        if queued == 0 {
+            self.half_close(slot, gen);
+        }
+    }
+
+    fn half_close(&mut self, slot: u32, gen: u32) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        if !conn.has(flag::WR_SHUT) {
+            conn.flags |= flag::WR_SHUT;
+            // SAFETY: plain syscall on our fd.
+            unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+        }
+    }
+
+    /// Closes the socket and frees the slot now.
+    pub fn close_now(&mut self, slot: u32, gen: u32) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let fd = conn.fd;
+        let flags = conn.flags;
+        self.ring.poll_remove(Token {
+            kind: Kind::PollIn,
+            gen,
+            slot,
+        });
+        if flags & flag::POLL_OUT != 0 {
+            self.ring.poll_remove(Token {
+                kind: Kind::PollOut,
+                gen,
+                slot,
+            });
+        }
+        // SAFETY: fd is ours; the slot forgets it below.
+        unsafe { libc::close(fd) };
+        if flags & flag::COUNTED != 0 {
+            self.stats().connections_open.dec();
+            self.global_open.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.stats().pending_open.dec();
+        }
+        self.conns.remove(slot);
+    }
+
+    /// Sends a Close frame with `code` and lingers (used for violations and timeouts).
+    pub fn close_with(&mut self, slot: u32, gen: u32, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        if !conn.has(flag::CLOSE_SENT) {
+            conn.flags |= flag::CLOSE_SENT;
+            let f = frame::close_frame(code, reason);
+            self.send_bytes(slot, gen, &f);
+        }
+        self.linger(slot, gen);
+    }
+
+    /// Once a second: heartbeat pings, idle and handshake timeouts, linger and drain ends.
+    pub fn sweep(&mut self) {
+        self.tick = self.started.elapsed().as_secs() as u32;
+        let tick = self.tick;
+        let s = self.settings.clone();
+        let slots: Vec<u32> = self.conns.live_slots().collect();
+        for slot in slots {
+            let Some(conn) = self.conns.by_slot(slot) else {
+                continue;
+            };
+            let gen = conn.gen;
+            let since_rx = tick.saturating_sub(conn.last_rx);
+            let since_ping = tick.saturating_sub(conn.last_ping);
+            match conn.phase {
+                Phase::Handshake => {
+                    if since_ping >= s.handshake_timeout {
+                        self.stats().handshake_timeout_closes.inc();
+                        self.close_now(slot, gen);
+                    }
+                }
+                Phase::Open => {
+                    if s.idle_timeout > 0 && since_rx >= s.idle_timeout {
+                        self.stats().idle_timeout_closes.inc();
+                        self.close_with(slot, gen, close::GOING_AWAY, "idle timeout");
+                    } else if s.ping_interval > 0 && since_ping >= s.ping_interval {
+                        conn.last_ping = tick;
+                        let ping = frame::encode(op::PING, &[]);
+                        self.stats().pings_sent.inc();
+                        self.send_bytes(slot, gen, &ping);
+                    }
+                }
+                Phase::Closing => {
+                    let deadline = self.shutdown_at.unwrap_or(conn.last_ping + s.drain_timeout);
+                    if tick >= deadline {
+                        if self.shutdown_at.is_some() {
+                            self.forced += 1;
+                        }
+                        self.close_now(slot, gen);
+                    }
+                }
+                Phase::Lingering => {
+                    if since_ping >= LINGER_TICKS {
+                        self.close_now(slot, gen);
+                    }
+                }
+            }
+        }
+        self.stats()
+            .conn_state_bytes
+            .set(self.conns.state_bytes() as u64);
+        self.ring.submit();
+        self.check_drained();
+    }
+
+    /// SIGINT/SIGTERM: stop accepting, Close 1001 to everyone, finish when all are gone.
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.tick = self.started.elapsed().as_secs() as u32;
+        self.shutdown_at = Some(self.tick + self.settings.drain_timeout);
+        if self.accept_armed {
+            self.ring.cancel(Token {
+                kind: Kind::Accept,
+                gen: 0,
+                slot: 0,
+            });
+        }
+        if self.listener >= 0 {
+            // SAFETY: the listener is ours and no longer used.
+            unsafe { libc::close(self.listener) };
+            self.listener = -1;
+        }
+        self.drained_from = self.conns.live();
+        let slots: Vec<u32> = self.conns.live_slots().collect();
+        for slot in slots {
+            let Some(conn) = self.conns.by_slot(slot) else {
+                continue;
+            };
+            let gen = conn.gen;
+            match conn.phase {
+                Phase::Handshake => self.close_now(slot, gen),
+                Phase::Open => {
+                    conn.phase = Phase::Closing;
+                    conn.flags |= flag::CLOSE_SENT;
+                    let f = frame::close_frame(close::GOING_AWAY, "server shutting down");
+                    self.send_bytes(slot, gen, &f);
+                }
+                Phase::Closing | Phase::Lingering => {}
+            }
+        }
+        self.ring.submit();
+    }
+
+    fn check_drained(&mut self) {
+        if self.shutdown_at.is_some() && self.conns.live() == 0 {
+            self.done = true;
+        }
+    }
+}
+
+fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: valid option pointer and length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}

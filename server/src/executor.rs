@@ -1,0 +1,296 @@
+//! Start-up and shutdown: one pinned glommio executor per core, signals, the exit summary.
+//!
+//! The main thread binds every listener (so a port conflict is reported before anything
+//! starts), creates each core's eventfd, inbox and counters, then starts one thread per
+//! listed core. Each thread pins itself with core_affinity, builds a glommio
+//! `LocalExecutor`, its own io_uring [`Ring`] and [`Core`], and runs two tasks: the driver
+//! (sleeps on the eventfd, then `Core::on_wake`) and the once-a-second sweep. The main
+//! thread then only waits for signals.
+
+use std::cell::RefCell;
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::io::BufferedFile;
+use glommio::timer::Timer;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::cli::Config;
+use crate::core::Core;
+use crate::inbox::{inbox, CoreMsg, Inbox, Mailbox, Waker};
+use crate::ring::Ring;
+use crate::settings::Settings;
+use crate::stats::{AllStats, CoreStats};
+
+/// Back-off after an accept error (EMFILE...), so a full descriptor table cannot spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// glommio's own io memory per executor: we do no file I/O, and its 10 MiB default is
+/// above common RLIMIT_MEMLOCK values (8 MiB here), where it would warn and degrade.
+const GLOMMIO_IO_MEMORY: usize = 512 * 1024;
+/// SQ entries of each core's ring (the CQ is 8x).
+const RING_ENTRIES: u32 = 4096;
+
+/// What a core reports when it stops.
+#[derive(Debug, Default)]
+pub struct CoreSummary {
+    pub drained_from: usize,
+    pub forced: usize,
+    pub accepted: u64,
+}
+
+/// Runs the server until a signal drains it. Returns the process exit code.
+pub fn run(cfg: Config) -> i32 {
+    if let Err(e) = cfg.validate() {
+        eprintln!("ws-server: {e}");
+        return 2;
+    }
+    let cores = match ws_common::cores::resolve_cores(cfg.cores.as_deref()) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            eprintln!("ws-server: no cores to run on");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("ws-server: --cores: {e}");
+            return 2;
+        }
+    };
+    let (soft, hard) = ws_common::metrics::raise_nofile_to_hard();
+    let backlog = cfg.backlog.unwrap_or_else(crate::listener::somaxconn);
+    let (listeners, bound) = match crate::listener::bind_all(cfg.listen, cores.len(), backlog) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ws-server: {e}");
+            return 2;
+        }
+    };
+    let settings = Settings::from_config(&cfg, cores.clone());
+    let stats: AllStats = (0..cores.len())
+        .map(|_| CoreStats::default())
+        .collect::<Vec<_>>()
+        .into();
+    let global_open = Arc::new(AtomicU64::new(0));
+
+    let mut mailboxes = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in &cores {
+        let waker = match Waker::new() {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("ws-server: cannot create an eventfd: {e}");
+                return 2;
+            }
+        };
+        let (mb, ib) = inbox(waker.clone());
+        mailboxes.push(mb);
+        inboxes.push((ib, waker));
+    }
+
+    // Signals first, so a SIGTERM right after "listening" is never lost.
+    let signals = match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ws-server: cannot install signal handlers: {e}");
+            return 2;
+        }
+    };
+
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(cores.len());
+    let mut threads = Vec::new();
+    for (idx, ((core_id, listener), (ib, waker))) in cores
+        .iter()
+        .copied()
+        .zip(listeners)
+        .zip(inboxes)
+        .enumerate()
+    {
+        let settings = settings.clone();
+        let stats = stats.clone();
+        let global_open = global_open.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("ws-core-{core_id}"))
+            .spawn(move || {
+                run_core(
+                    idx,
+                    core_id,
+                    listener,
+                    settings,
+                    stats,
+                    global_open,
+                    ib,
+                    waker,
+                    ready,
+                )
+            });
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                eprintln!("ws-server: cannot start a thread for core {core_id}: {e}");
+                return 2;
+            }
+        }
+    }
+    drop(ready_tx);
+    for _ in &cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("ws-server: {e}");
+                std::process::exit(2);
+            }
+            Err(_) => {
+                eprintln!("ws-server: a core failed to start");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    eprintln!(
+        "ws-server: {} executor(s) on cores {:?}; open-files limit {soft} (hard {hard}): at most ~{} connections per process",
+        cores.len(),
+        cores,
+        soft.saturating_sub(16 + 3 * cores.len() as u64)
+    );
+    if cfg.allow_origin.is_empty() {
+        eprintln!("ws-server: no --allow-origin given: any Origin is accepted (development mode)");
+    }
+    println!("listening on {bound}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    wait_for_signals(signals, &mailboxes);
+
+    let mut total = CoreSummary::default();
+    for t in threads {
+        if let Ok(s) = t.join() {
+            total.drained_from += s.drained_from;
+            total.forced += s.forced;
+            total.accepted += s.accepted;
+        }
+    }
+    println!(
+        "ws-server: stopped; {} connection(s) open at shutdown got Close 1001, {} cut at the drain deadline; {} accepted in all",
+        total.drained_from, total.forced, total.accepted
+    );
+    0
+}
+
+/// First signal: every core drains. Second signal: exit at once.
+fn wait_for_signals(mut signals: signal_hook::iterator::Signals, mailboxes: &[Mailbox]) {
+    let mbs: Vec<Mailbox> = mailboxes.to_vec();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for sig in signals.forever() {
+            seen += 1;
+            if seen == 1 {
+                eprintln!("ws-server: signal {sig}: draining (send it again to exit at once)");
+                for m in &mbs {
+                    m.send(CoreMsg::Shutdown);
+                }
+            } else {
+                eprintln!("ws-server: second signal: exiting now");
+                std::process::exit(1);
+            }
+        }
+    });
+    // The main thread returns to join the cores; the signal thread lives on for a 2nd signal.
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_core(
+    idx: usize,
+    core_id: usize,
+    listener: RawFd,
+    settings: Settings,
+    stats: AllStats,
+    global_open: Arc<AtomicU64>,
+    ib: Inbox,
+    waker: Waker,
+    ready: crossbeam_channel::Sender<Result<(), String>>,
+) -> CoreSummary {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core_id }) {
+        let _ = ready.send(Err(format!("cannot pin a thread to core {core_id}")));
+        return CoreSummary::default();
+    }
+    let ex = match LocalExecutorBuilder::new(Placement::Unbound)
+        .name(&format!("ws-core-{core_id}"))
+        .io_memory(GLOMMIO_IO_MEMORY)
+        .make()
+    {
+        Ok(ex) => ex,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot start a glommio executor on core {core_id}: {e}"
+            )));
+            return CoreSummary::default();
+        }
+    };
+    let ring = match Ring::new(RING_ENTRIES, waker.fd()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot create an io_uring on core {core_id}: {e}"
+            )));
+            return CoreSummary::default();
+        }
+    };
+    let efd = waker.fd();
+    let core = Rc::new(RefCell::new(Core::new(
+        idx,
+        Rc::new(settings),
+        ring,
+        listener,
+        stats,
+        global_open,
+        ib,
+        waker,
+    )));
+    ex.run(async move {
+        core.borrow_mut().arm_accept();
+        let _ = ready.send(Ok(()));
+        let sweeper = core.clone();
+        glommio::spawn_local(async move {
+            loop {
+                Timer::new(Duration::from_secs(1)).await;
+                sweeper.borrow_mut().sweep();
+                if sweeper.borrow().done {
+                    break;
+                }
+            }
+        })
+        .detach();
+        // The eventfd is owned by the Waker; ManuallyDrop keeps glommio from closing it.
+        // SAFETY: efd is a valid eventfd for the life of this executor.
+        let wake = std::mem::ManuallyDrop::new(unsafe { BufferedFile::from_raw_fd(efd) });
+        loop {
+            core.borrow_mut().on_wake();
+            let (backoff, done) = {
+                let mut c = core.borrow_mut();
+                (std::mem::take(&mut c.accept_backoff), c.done)
+            };
+            if done {
+                break;
+            }
+            if backoff {
+                let c = core.clone();
+                glommio::spawn_local(async move {
+                    Timer::new(ACCEPT_BACKOFF).await;
+                    c.borrow_mut().arm_accept();
+                })
+                .detach();
+            }
+            // Sleeps until the ring posts a completion or another core sends a message.
+            let _ = wake.read_at(0, 8).await;
+        }
+        let c = core.borrow();
+        CoreSummary {
+            drained_from: c.drained_from,
+            forced: c.forced,
+            accepted: c.stats().accepted.get(),
+        }
+    })
+}

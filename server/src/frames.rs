@@ -1,0 +1,121 @@
+//! The frame loop of an open connection: decode what arrived, answer it, keep only what
+//! an unfinished frame needs.
+//!
+//! Bytes are decoded where they were read (the core's scratch buffer) whenever no partial
+//! frame is pending, so the common case copies nothing; replies for everything decoded in
+//! one read are staged in the core's `tx` buffer and leave in one send(). Routes other than
+//! echo (broadcast, push) plug in where a data message is handled.
+
+use ws_common::frame::{self, op};
+use ws_common::message::{Decoder, Event, Flow};
+
+use crate::conn::{flag, Phase};
+use crate::core::Core;
+
+impl Core {
+    pub(crate) fn on_frame_bytes(&mut self, slot: u32, gen: u32, data: &mut [u8]) {
+        let max = self.settings.max_message_size;
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let closing = conn.phase == Phase::Closing;
+        let mut decoder = Decoder::default();
+        let mut owned: Option<Vec<u8>> = None;
+        if let Some(ex) = conn.extra.as_mut() {
+            decoder = std::mem::take(&mut ex.decoder);
+            if !ex.inbuf.is_empty() {
+                let mut b = std::mem::take(&mut ex.inbuf);
+                b.extend_from_slice(data);
+                owned = Some(b);
+            }
+        }
+        let buf: &mut [u8] = match owned.as_mut() {
+            Some(b) => b,
+            None => &mut *data,
+        };
+        let buf_len = buf.len();
+
+        let stats = &self.all_stats[self.idx];
+        let tx = &mut self.tx;
+        let mut peer_close: Option<Option<u16>> = None;
+        let result = decoder.decode(buf, max, |ev| {
+            match ev {
+                Event::Message { text, payload } => {
+                    stats.messages_in.inc();
+                    if !closing {
+                        let before = tx.len();
+                        frame::write_frame(tx, if text { op::TEXT } else { op::BINARY }, payload);
+                        stats.messages_out.inc();
+                        stats.bytes_out.add((tx.len() - before) as u64);
+                    }
+                }
+                Event::Ping(p) => {
+                    if !closing {
+                        frame::write_frame(tx, op::PONG, p);
+                    }
+                }
+                Event::Pong(_) => stats.pongs_received.inc(),
+                Event::Close { code, .. } => {
+                    peer_close = Some(code);
+                    return Flow::Stop;
+                }
+            }
+            Flow::Continue
+        });
+
+        let decoded = match result {
+            Ok(d) => d,
+            Err(v) => {
+                stats.protocol_close(v.code());
+                self.send_staged(slot, gen);
+                self.close_with(slot, gen, v.code(), v.reason());
+                return;
+            }
+        };
+        self.send_staged(slot, gen);
+        if let Some(code) = peer_close {
+            self.on_peer_close(slot, gen, code, closing);
+            return;
+        }
+        // Keep the unfinished frame (and fragment state) for the next read.
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let consumed = decoded.consumed;
+        let leftover_len = buf_len - consumed;
+        if leftover_len > 0 || !decoder.is_idle() {
+            let ex = conn.extra();
+            match owned {
+                Some(mut b) => {
+                    b.drain(..consumed);
+                    ex.inbuf = b;
+                }
+                None => {
+                    if let Some(need) = decoded.frame_needs {
+                        ex.inbuf.reserve(need);
+                    }
+                    ex.inbuf.extend_from_slice(&data[consumed..]);
+                }
+            }
+            ex.decoder = decoder;
+        }
+        conn.shed();
+    }
+
+    /// The client's Close: answer it (unless it answers ours), then end the connection.
+    fn on_peer_close(&mut self, slot: u32, gen: u32, code: Option<u16>, we_started: bool) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        if !we_started && !conn.has(flag::CLOSE_SENT) {
+            conn.flags |= flag::CLOSE_SENT;
+            self.stats().client_closes.inc();
+            let reply = match code {
+                Some(c) => frame::encode(op::CLOSE, &c.to_be_bytes()),
+                None => frame::encode(op::CLOSE, &[]),
+            };
+            self.send_bytes(slot, gen, &reply);
+        }
+        self.linger(slot, gen);
+    }
+}

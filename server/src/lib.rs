@@ -1,0 +1,29 @@
+//! ws-server: a thread-per-core io_uring WebSocket server, built to be the target of
+//! connection-ceiling tests.
+//!
+//! Map of the modules (where to find what):
+//! - [`cli`]: the command line; [`settings`]: the same, as the cores use it.
+//! - [`executor`]: start-up, one pinned glommio executor per core, signals, shutdown summary.
+//! - [`listener`]: the per-core SO_REUSEPORT listeners, and the stale-server check.
+//! - [`core`]: **per-core state** and its event loop (completions, reads, writes, sweep).
+//! - [`ring`]: the per-core io_uring (multishot accept and poll) whose eventfd glommio awaits.
+//! - [`conn`]: one connection's state and the slab that holds a core's connections.
+//! - [`handshake`]: **the handshake** phase: routing, upgrade, plain HTTP answers.
+//! - [`frames`]: **the frame loop** of open connections (echo, ping, close).
+//! - [`inbox`]: **the cross-core path**: one channel + eventfd per core.
+//! - [`stats`]: per-core counters and the `/metrics` page.
+//!
+//! Protocol logic shared with other binaries (handshake parsing, frame decoding) is in
+//! `ws-common`.
+
+pub mod cli;
+pub mod conn;
+pub mod core;
+pub mod executor;
+pub mod frames;
+pub mod handshake;
+pub mod inbox;
+pub mod listener;
+pub mod ring;
+pub mod settings;
+pub mod stats;

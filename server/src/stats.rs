@@ -1,0 +1,305 @@
+//! Per-core counters and the `/metrics` page.
+//!
+//! Each core owns one [`CoreStats`] and is its only writer, so an increment is a relaxed
+//! load and store (a plain `mov`, no locked instruction, no shared cache line written by two
+//! cores). `/metrics`, served by whichever core accepted the scrape, only reads them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use ws_common::handshake::Reject;
+use ws_common::metrics::{self, Page};
+
+/// A counter written by one thread only.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    #[inline]
+    pub fn dec(&self) {
+        self.0
+            .store(self.0.load(Relaxed).saturating_sub(1), Relaxed);
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed)
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Close codes counted by `ws_protocol_closes_total{code}`.
+pub const PROTOCOL_CLOSE_CODES: [u16; 4] = [1002, 1007, 1008, 1009];
+/// Accept errnos counted by name; anything else is `other`.
+pub const ACCEPT_ERRNOS: [i32; 5] = [
+    libc::EMFILE,
+    libc::ENFILE,
+    libc::ENOBUFS,
+    libc::ENOMEM,
+    libc::ECONNABORTED,
+];
+
+/// One core's counters.
+#[derive(Default, Debug)]
+pub struct CoreStats {
+    /// WebSocket connections open now (gauge).
+    pub connections_open: Counter,
+    /// TCP connections not yet upgraded, or answering plain HTTP (gauge).
+    pub pending_open: Counter,
+    pub accepted: Counter,
+    pub upgraded: Counter,
+    pub rejections: [Counter; Reject::ALL.len()],
+    pub messages_in: Counter,
+    pub bytes_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_out: Counter,
+    pub pings_sent: Counter,
+    pub pongs_received: Counter,
+    pub idle_timeout_closes: Counter,
+    pub handshake_timeout_closes: Counter,
+    pub protocol_closes: [Counter; PROTOCOL_CLOSE_CODES.len()],
+    pub client_closes: Counter,
+    pub resets: Counter,
+    pub accept_errors: [Counter; ACCEPT_ERRNOS.len() + 1],
+    /// Bytes of per-connection state this core holds (slab + heap extras), a gauge.
+    pub conn_state_bytes: Counter,
+}
+
+impl CoreStats {
+    pub fn reject(&self, r: Reject) {
+        self.rejections[r.index()].inc();
+    }
+
+    pub fn protocol_close(&self, code: u16) {
+        if let Some(i) = PROTOCOL_CLOSE_CODES.iter().position(|c| *c == code) {
+            self.protocol_closes[i].inc();
+        }
+    }
+
+    pub fn accept_error(&self, errno: i32) {
+        let i = ACCEPT_ERRNOS
+            .iter()
+            .position(|e| *e == errno)
+            .unwrap_or(ACCEPT_ERRNOS.len());
+        self.accept_errors[i].inc();
+    }
+}
+
+/// Every core's counters, indexed by executor number; shared read-only.
+pub type AllStats = Arc<[CoreStats]>;
+
+/// Renders the Prometheus text page.
+pub fn render(all: &[CoreStats], cores: &[usize]) -> String {
+    let mut p = Page::new();
+    let per_core =
+        |p: &mut Page, name: &str, kind: &str, help: &str, f: &dyn Fn(&CoreStats) -> u64| {
+            p.family(name, kind, help);
+            for (i, s) in all.iter().enumerate() {
+                let core = cores.get(i).copied().unwrap_or(i).to_string();
+                p.sample(name, &[("core", &core)], f(s));
+            }
+        };
+    per_core(
+        &mut p,
+        "ws_connections_open",
+        "gauge",
+        "WebSocket connections open now.",
+        &|s| s.connections_open.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_pending_connections",
+        "gauge",
+        "TCP connections accepted but not (yet) upgraded.",
+        &|s| s.pending_open.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        &|s| s.accepted.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_upgraded_total",
+        "counter",
+        "Handshakes completed with 101.",
+        &|s| s.upgraded.get(),
+    );
+    p.family(
+        "ws_handshake_rejections_total",
+        "counter",
+        "Handshakes refused, by reason (HTTP status).",
+    );
+    for (i, s) in all.iter().enumerate() {
+        let core = cores.get(i).copied().unwrap_or(i).to_string();
+        for r in Reject::ALL {
+            let status = r.status().to_string();
+            p.sample(
+                "ws_handshake_rejections_total",
+                &[("core", &core), ("reason", r.label()), ("status", &status)],
+                s.rejections[r.index()].get(),
+            );
+        }
+    }
+    per_core(
+        &mut p,
+        "ws_messages_in_total",
+        "counter",
+        "Data messages received.",
+        &|s| s.messages_in.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_bytes_in_total",
+        "counter",
+        "Bytes received on WebSocket connections.",
+        &|s| s.bytes_in.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_messages_out_total",
+        "counter",
+        "Data messages sent.",
+        &|s| s.messages_out.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_bytes_out_total",
+        "counter",
+        "Bytes sent on WebSocket connections.",
+        &|s| s.bytes_out.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_pings_sent_total",
+        "counter",
+        "Heartbeat pings sent.",
+        &|s| s.pings_sent.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_pongs_received_total",
+        "counter",
+        "Pongs received.",
+        &|s| s.pongs_received.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_idle_timeout_closes_total",
+        "counter",
+        "Connections closed for silence past --idle-timeout.",
+        &|s| s.idle_timeout_closes.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_handshake_timeout_closes_total",
+        "counter",
+        "Connections closed for not completing the handshake in time.",
+        &|s| s.handshake_timeout_closes.get(),
+    );
+    p.family(
+        "ws_protocol_closes_total",
+        "counter",
+        "Connections closed for a protocol violation, by close code.",
+    );
+    for (i, s) in all.iter().enumerate() {
+        let core = cores.get(i).copied().unwrap_or(i).to_string();
+        for (j, code) in PROTOCOL_CLOSE_CODES.iter().enumerate() {
+            p.sample(
+                "ws_protocol_closes_total",
+                &[("core", &core), ("code", &code.to_string())],
+                s.protocol_closes[j].get(),
+            );
+        }
+    }
+    per_core(
+        &mut p,
+        "ws_client_closes_total",
+        "counter",
+        "Close handshakes started by the client.",
+        &|s| s.client_closes.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_resets_total",
+        "counter",
+        "Connections that ended without a close handshake (EOF, reset).",
+        &|s| s.resets.get(),
+    );
+    p.family(
+        "ws_accept_errors_total",
+        "counter",
+        "accept() failures, by errno.",
+    );
+    for (i, s) in all.iter().enumerate() {
+        let core = cores.get(i).copied().unwrap_or(i).to_string();
+        for (j, e) in ACCEPT_ERRNOS.iter().enumerate() {
+            p.sample(
+                "ws_accept_errors_total",
+                &[
+                    ("core", &core),
+                    ("errno", &ws_common::errno::errno_name(*e)),
+                ],
+                s.accept_errors[j].get(),
+            );
+        }
+        p.sample(
+            "ws_accept_errors_total",
+            &[("core", &core), ("errno", "other")],
+            s.accept_errors[ACCEPT_ERRNOS.len()].get(),
+        );
+    }
+    per_core(
+        &mut p,
+        "ws_connection_state_bytes",
+        "gauge",
+        "User-space bytes of per-connection state held (slots + buffers).",
+        &|s| s.conn_state_bytes.get(),
+    );
+    let (soft, _hard) = metrics::nofile_limit();
+    p.family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    )
+    .sample(
+        "process_resident_memory_bytes",
+        &[],
+        metrics::resident_bytes(),
+    );
+    p.family(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+    )
+    .sample("process_open_fds", &[], metrics::open_fds());
+    p.family(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors (soft RLIMIT_NOFILE).",
+    )
+    .sample("process_max_fds", &[], soft);
+    p.family(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent in seconds.",
+    )
+    .sample(
+        "process_cpu_seconds_total",
+        &[],
+        format!("{:.3}", metrics::cpu_seconds()),
+    );
+    p.finish()
+}
