@@ -1,4 +1,17 @@
+//! `ws-loadgen`: see `lib.rs` for the map of the crate.
+
+use ws_loadgen::cli::{parse_from, Command};
+
 fn main() {
-    eprintln!("ws-loadgen: not built yet (issue 3)");
-    std::process::exit(2);
+    let cli = match parse_from(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version with exit 0 and usage errors with exit 2.
+            e.exit();
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => ws_loadgen::run::run(&args),
+    };
+    std::process::exit(code);
 }

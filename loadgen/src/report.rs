@@ -1,0 +1,427 @@
+//! The final report: one serde structure written as JSON (`--json`, every figure plus the
+//! histograms, so runs can be merged later) and rendered as text on stdout; and the
+//! HdrHistogram interval log (`--hdr-log`), one interval per second and histogram kind.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ScenarioKind;
+use crate::schedule::Stage;
+use crate::stats::{Counters, HistSummary, Hists};
+use crate::thresholds::{fmt_us, Outcome};
+
+/// The settings the run used.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfigEcho {
+    pub stages: Vec<Stage>,
+    pub connect_rate: f64,
+    pub rate: f64,
+    pub payload: usize,
+    pub ping_interval_ms: u64,
+    pub reconnect_max_tries: u32,
+    pub cores: Vec<usize>,
+    pub source_ips: Vec<String>,
+    pub headers: Vec<String>,
+    pub origin: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
+    pub nofile_soft: u64,
+    pub nofile_hard: u64,
+}
+
+/// Connection figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Connections {
+    /// Largest stage target.
+    pub target: u32,
+    pub attempted: u64,
+    pub established: u64,
+    pub failed: u64,
+    /// Most connections open at once (sampled each second).
+    pub peak_open: u32,
+    /// Open when the run's end was reached (before our Close).
+    pub open_at_end: u32,
+    /// open_at_end / established (None when nothing was established).
+    pub alive_at_end_ratio: Option<f64>,
+    pub drops: u64,
+    pub reconnects: u64,
+    pub retries: u64,
+    pub gave_up: u64,
+    /// Established connections per second over the run.
+    pub established_per_s: f64,
+}
+
+/// Message figures (bytes are payload bytes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Messages {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub out_of_order: u64,
+    pub unexpected: u64,
+    pub skipped_backpressure: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub received_per_s: f64,
+    pub bytes_received_per_s: f64,
+}
+
+/// Heartbeat figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    pub pings_sent: u64,
+    pub pongs_received: u64,
+    /// pongs / pings (None when no ping was sent).
+    pub survival_rate: Option<f64>,
+}
+
+/// The four histograms (microseconds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub unit: String,
+    pub connect: HistSummary,
+    pub handshake: HistSummary,
+    pub rtt: HistSummary,
+    pub pong: HistSummary,
+}
+
+impl Latency {
+    pub fn of(h: &Hists) -> Self {
+        Self {
+            unit: "us".into(),
+            connect: HistSummary::of(&h.connect),
+            handshake: HistSummary::of(&h.handshake),
+            rtt: HistSummary::of(&h.rtt),
+            pong: HistSummary::of(&h.pong),
+        }
+    }
+}
+
+/// One stage of the plan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageReport {
+    pub index: usize,
+    pub target: u32,
+    pub duration_s: f64,
+    /// Most connections open at once during the stage.
+    pub peak_open: u32,
+    /// The scenario's latency (rtt for echo, pong for hold), µs.
+    pub latency: HistSummary,
+    pub msgs_per_s: f64,
+    pub bytes_per_s: f64,
+    pub error_rate: f64,
+    pub failed_connects: u64,
+    pub counters: Counters,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SecondReport {
+    pub t: u32,
+    pub open: u32,
+    pub pending: u32,
+    pub established: u64,
+    pub failed: u64,
+    pub drops: u64,
+    pub msgs_sent: u64,
+    pub msgs_received: u64,
+    pub bytes_received: u64,
+    /// p99 of the scenario's latency in this second, µs (0 without samples).
+    pub latency_p99_us: u64,
+}
+
+/// Process figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Process {
+    pub workers: usize,
+    pub cpu_seconds: f64,
+    pub rss_start_bytes: u64,
+    pub rss_peak_bytes: u64,
+    /// (peak RSS - start RSS) / peak open connections: user-space bytes per connection.
+    pub rss_per_open_conn_bytes: Option<f64>,
+    /// Heap bytes held by connection slots (partial frames, unsent bytes) at the end.
+    pub slot_heap_bytes_at_end: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub tool: String,
+    pub version: String,
+    pub url: String,
+    pub server_addr: String,
+    pub scenario: ScenarioKind,
+    pub config: ConfigEcho,
+    pub started_unix_ms: u64,
+    /// Length of the load (connect and send phase), seconds.
+    pub elapsed_s: f64,
+    /// Ended early by SIGINT.
+    pub interrupted: bool,
+    pub connections: Connections,
+    /// Failed connects by class (errno name, http_STATUS, handshake_timeout, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// Dropped connections by class (close_CODE, ECONNRESET, eof, protocol_error_...).
+    pub drop_classes: BTreeMap<String, u64>,
+    /// Close codes the server sent on its own initiative.
+    pub close_codes: BTreeMap<String, u64>,
+    pub messages: Messages,
+    pub heartbeat: Heartbeat,
+    pub latency: Latency,
+    /// errors / operations: (failed connects + drops + lost messages + unanswered pings) /
+    /// (connect attempts + messages sent + pings sent).
+    pub error_rate: f64,
+    pub totals: Counters,
+    pub stages: Vec<StageReport>,
+    pub per_second: Vec<SecondReport>,
+    pub process: Process,
+    pub thresholds: Vec<Outcome>,
+    /// The process exit code: 0 pass, 1 a threshold failed, 2 could not start.
+    pub exit_code: i32,
+    /// Why the run could not start, when exit_code is 2.
+    pub error: Option<String>,
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1e3)
+}
+
+fn si(v: f64) -> String {
+    if v >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.2}k", v / 1e3)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn classes(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Report {
+    /// Human-readable text for stdout.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let c = &self.connections;
+        let m = &self.messages;
+        let _ = writeln!(
+            s,
+            "ws-loadgen {} → {} ({}), scenario {:?}, {} worker(s) on cores {:?}, {:.1} s{}",
+            self.version,
+            self.url,
+            self.server_addr,
+            self.scenario,
+            self.process.workers,
+            self.config.cores,
+            self.elapsed_s,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            s,
+            "Connections  target {}  attempted {}  established {}  failed {}  peak open {}  open at end {}{}",
+            c.target,
+            c.attempted,
+            c.established,
+            c.failed,
+            c.peak_open,
+            c.open_at_end,
+            c.alive_at_end_ratio
+                .map(|r| format!(" ({:.1}% of established)", r * 100.0))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "             {:.0} established/s  drops {}  reconnects {}  retries {}  gave up {}",
+            c.established_per_s, c.drops, c.reconnects, c.retries, c.gave_up
+        );
+        let _ = writeln!(s, "Failures     {}", classes(&self.failures));
+        if !self.drop_classes.is_empty() {
+            let _ = writeln!(s, "Drops        {}", classes(&self.drop_classes));
+        }
+        if !self.close_codes.is_empty() {
+            let _ = writeln!(s, "Close codes  {}", classes(&self.close_codes));
+        }
+        if self.scenario == ScenarioKind::Echo || m.received + m.unexpected > 0 {
+            let _ = writeln!(
+                s,
+                "Messages     sent {}  received {}  lost {}  out of order {}  unexpected {}  skipped (backpressure) {}",
+                m.sent, m.received, m.lost, m.out_of_order, m.unexpected, m.skipped_backpressure
+            );
+            let _ = writeln!(
+                s,
+                "Throughput   {} msgs/s  {}B/s received (payload)",
+                si(m.received_per_s),
+                si(m.bytes_received_per_s)
+            );
+        }
+        let h = &self.heartbeat;
+        if self.scenario == ScenarioKind::Hold || h.pings_sent > 0 {
+            let _ = writeln!(
+                s,
+                "Heartbeat    pings {}  pongs {}  survival {}",
+                h.pings_sent,
+                h.pongs_received,
+                h.survival_rate
+                    .map(|r| format!("{:.2}%", r * 100.0))
+                    .unwrap_or_else(|| "n/a (no ping was due)".into())
+            );
+        }
+        let _ = writeln!(
+            s,
+            "Latency (ms)      count       p50       p90       p95       p99     p99.9       max"
+        );
+        let l = &self.latency;
+        for (name, hs) in [
+            ("connect", &l.connect),
+            ("handshake", &l.handshake),
+            ("rtt", &l.rtt),
+            ("pong", &l.pong),
+        ] {
+            if hs.count == 0 {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "  {:<12}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                name,
+                hs.count,
+                ms(hs.p50),
+                ms(hs.p90),
+                ms(hs.p95),
+                ms(hs.p99),
+                ms(hs.p999),
+                ms(hs.max)
+            );
+        }
+        let lat = if self.scenario == ScenarioKind::Hold {
+            "pong"
+        } else {
+            "rtt"
+        };
+        let _ = writeln!(
+            s,
+            "Stages ({lat} ms)\n  stage  target  peak open   avg ms   p95 ms   p99 ms      msgs/s  error rate  failed connects"
+        );
+        for st in &self.stages {
+            let _ = writeln!(
+                s,
+                "  {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>11} {:>10.4}% {:>16}",
+                st.index + 1,
+                st.target,
+                st.peak_open,
+                format!("{:.3}", st.latency.mean / 1e3),
+                ms(st.latency.p95),
+                ms(st.latency.p99),
+                si(st.msgs_per_s),
+                st.error_rate * 100.0,
+                st.failed_connects
+            );
+        }
+        let p = &self.process;
+        let _ = writeln!(
+            s,
+            "Process      cpu {:.2} s  rss {:.1} MiB → peak {:.1} MiB{}  slot heap at end {} B  RLIMIT_NOFILE {}/{}",
+            p.cpu_seconds,
+            p.rss_start_bytes as f64 / 1048576.0,
+            p.rss_peak_bytes as f64 / 1048576.0,
+            p.rss_per_open_conn_bytes
+                .map(|b| format!(" (~{b:.0} B per open connection)"))
+                .unwrap_or_default(),
+            p.slot_heap_bytes_at_end,
+            self.config.nofile_soft,
+            self.config.nofile_hard
+        );
+        let _ = writeln!(s, "Error rate   {:.4}%", self.error_rate * 100.0);
+        for t in &self.thresholds {
+            let _ = writeln!(
+                s,
+                "Threshold    {:<16} {}  limit {}  actual {}",
+                t.name,
+                if t.pass { "PASS" } else { "FAIL" },
+                t.limit,
+                t.actual
+            );
+        }
+        if let Some(e) = &self.error {
+            let _ = writeln!(s, "Error        {e}");
+        }
+        s
+    }
+}
+
+/// Accumulates the `--hdr-log` body: one interval per second and histogram kind.
+#[derive(Default)]
+pub struct HdrLog {
+    body: Vec<u8>,
+    failed: Option<String>,
+}
+
+impl HdrLog {
+    /// Adds second `t`'s histograms (empty ones are skipped).
+    pub fn add_second(&mut self, t: u32, h: &Hists) {
+        let mut ser = V2DeflateSerializer::new();
+        let mut w = match IntervalLogWriterBuilder::new().begin_log_with(&mut self.body, &mut ser) {
+            Ok(w) => w,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return;
+            }
+        };
+        for (name, hist) in h.named() {
+            if hist.is_empty() {
+                continue;
+            }
+            let start = std::time::Duration::from_secs(t as u64);
+            let r = w.write_histogram(
+                hist,
+                start,
+                std::time::Duration::from_secs(1),
+                Tag::new(name),
+            );
+            if let Err(e) = r {
+                self.failed = Some(format!("{e:?}"));
+            }
+        }
+    }
+
+    /// The whole log with its header.
+    pub fn finish(self, start_unix_s: f64) -> Result<Vec<u8>, String> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let mut out = format!(
+            "#ws-loadgen interval log: one interval per second per tag (connect, handshake, rtt, pong); values in microseconds\n\
+             #[StartTime: {start_unix_s:.3} (seconds since epoch)]\n\
+             #[BaseTime: {start_unix_s:.3} (seconds since epoch)]\n\
+             \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        Ok(out)
+    }
+}
+
+/// Formats a latency for progress lines.
+pub fn short_latency(us: Option<u64>) -> String {
+    us.map(fmt_us).unwrap_or_else(|| "-".into())
+}

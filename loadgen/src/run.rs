@@ -1,0 +1,499 @@
+//! The main thread of a run: checks the settings, starts one pinned worker per core,
+//! merges their statistics deltas (per second, per stage, in total), shows progress,
+//! handles SIGINT, and writes the report. Returns the process exit code.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::RecvTimeoutError;
+use hdrhistogram::Histogram;
+use ws_common::metrics::{cpu_seconds, raise_nofile_to_hard, resident_bytes};
+use ws_common::payload::now_ns;
+
+use crate::cli::{RunArgs, ScenarioKind};
+use crate::config::{self, RunConfig};
+use crate::progress::{Progress, Tick};
+use crate::report::{
+    ConfigEcho, Connections, HdrLog, Heartbeat, Latency, Messages, Process, Report, SecondReport,
+    StageReport,
+};
+use crate::scenario::Scenario;
+use crate::stats::{HistSummary, Hists, Stats};
+use crate::thresholds::{Observed, Thresholds};
+use crate::worker::{Shared, Worker};
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_THRESHOLD: i32 = 1;
+pub const EXIT_CANNOT_RUN: i32 = 2;
+
+/// One second being assembled from the workers' deltas.
+#[derive(Default)]
+struct SecondAgg {
+    stats: Stats,
+    open: BTreeMap<usize, u32>,
+    pending: BTreeMap<usize, u32>,
+}
+
+/// Everything merged so far.
+struct Agg {
+    workers: usize,
+    total: Stats,
+    stages: Vec<Stats>,
+    stage_peak: Vec<u32>,
+    seconds: BTreeMap<u32, SecondAgg>,
+    /// Last second each worker has reported (a later one means that one is complete).
+    last_second: Vec<Option<u32>>,
+    done: Vec<bool>,
+    done_seconds: Vec<SecondReport>,
+    latest_open: Vec<u32>,
+    latest_pending: Vec<u32>,
+    peak_open: u32,
+    open_at_end: u32,
+    slot_heap: u64,
+    hdr: Option<HdrLog>,
+    hold: bool,
+}
+
+impl Agg {
+    fn new(workers: usize, stages: usize, hdr: bool, hold: bool) -> Self {
+        Self {
+            workers,
+            total: Stats::default(),
+            stages: (0..stages).map(|_| Stats::default()).collect(),
+            stage_peak: vec![0; stages],
+            seconds: BTreeMap::new(),
+            last_second: vec![None; workers],
+            done: vec![false; workers],
+            done_seconds: Vec::new(),
+            latest_open: vec![0; workers],
+            latest_pending: vec![0; workers],
+            peak_open: 0,
+            open_at_end: 0,
+            slot_heap: 0,
+            hdr: hdr.then(HdrLog::default),
+            hold,
+        }
+    }
+
+    fn latency<'a>(&self, h: &'a Hists) -> &'a Histogram<u64> {
+        if self.hold {
+            &h.pong
+        } else {
+            &h.rtt
+        }
+    }
+
+    fn add(&mut self, r: crate::worker::Report, plan_stage_count: usize) {
+        let w = r.worker.min(self.workers - 1);
+        self.total.merge(&r.stats);
+        let stage = r.stage.min(plan_stage_count.saturating_sub(1));
+        if let Some(s) = self.stages.get_mut(stage) {
+            s.merge(&r.stats);
+        }
+        self.latest_open[w] = r.open;
+        self.latest_pending[w] = r.pending;
+        let open_now: u32 = self.latest_open.iter().sum();
+        self.peak_open = self.peak_open.max(open_now);
+        if let Some(p) = self.stage_peak.get_mut(stage) {
+            *p = (*p).max(open_now);
+        }
+        let sec = self.seconds.entry(r.second).or_default();
+        sec.stats.merge(&r.stats);
+        sec.open.insert(w, r.open);
+        sec.pending.insert(w, r.pending);
+        if let Some(e) = r.open_at_end {
+            self.open_at_end += e;
+            self.done[w] = true;
+        }
+        if let Some(h) = r.slot_heap_bytes {
+            self.slot_heap += h;
+        }
+        self.last_second[w] = Some(r.second);
+        self.finalize_seconds(false);
+    }
+
+    /// Moves seconds every worker has moved past into the per-second list (and the log).
+    fn finalize_seconds(&mut self, all: bool) {
+        let complete_below = if all {
+            u32::MAX
+        } else {
+            self.last_second
+                .iter()
+                .zip(&self.done)
+                .map(|(s, d)| if *d { u32::MAX } else { s.unwrap_or(0) })
+                .min()
+                .unwrap_or(0)
+        };
+        while let Some((&t, _)) = self.seconds.first_key_value() {
+            if t >= complete_below {
+                break;
+            }
+            let Some((_, s)) = self.seconds.pop_first() else {
+                break;
+            };
+            let lat = self.latency(&s.stats.h);
+            let p99 = if lat.is_empty() {
+                0
+            } else {
+                lat.value_at_quantile(0.99)
+            };
+            self.done_seconds.push(SecondReport {
+                t,
+                open: s.open.values().sum(),
+                pending: s.pending.values().sum(),
+                established: s.stats.c.connects_established,
+                failed: s.stats.c.connects_failed,
+                drops: s.stats.c.drops,
+                msgs_sent: s.stats.c.msgs_sent,
+                msgs_received: s.stats.c.msgs_received,
+                bytes_received: s.stats.c.bytes_received,
+                latency_p99_us: p99,
+            });
+            if let Some(log) = &mut self.hdr {
+                log.add_second(t, &s.stats.h);
+            }
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+fn per_s(v: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        v as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Runs a load and returns the exit code.
+pub fn run(args: &RunArgs) -> i32 {
+    let nofile = raise_nofile_to_hard();
+    let cfg = match config::build(args, nofile) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ws-loadgen: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    // A second SIGINT ends the process at once; the first ends the run with a report.
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        stop.clone(),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
+    execute(cfg, args, stop)
+}
+
+fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let rss_start = resident_bytes();
+    let cpu_start = cpu_seconds();
+    let scenario = Scenario::from_config(&cfg);
+    let n = cfg.cores.len();
+    let stage_count = cfg.plan.stages.len();
+    let total_s = cfg.plan.total_ns() as f64 / 1e9;
+    let sh = Arc::new(Shared {
+        scenario,
+        start_ns: now_ns(),
+        stop: stop.clone(),
+        cfg,
+    });
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        match Worker::new(i, sh.clone(), tx.clone()) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                eprintln!("ws-loadgen: cannot start worker {i}: {e}");
+                return EXIT_CANNOT_RUN;
+            }
+        }
+    }
+    drop(tx);
+    let mut handles = Vec::with_capacity(n);
+    for (i, w) in workers.into_iter().enumerate() {
+        let core = sh.cfg.cores[i];
+        let h = std::thread::Builder::new()
+            .name(format!("ws-loadgen-{i}"))
+            .spawn(move || {
+                core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                w.run();
+            });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("ws-loadgen: cannot spawn worker thread: {e}");
+                stop.store(true, Ordering::Relaxed);
+                return EXIT_CANNOT_RUN;
+            }
+        }
+    }
+
+    let hold = sh.cfg.scenario == ScenarioKind::Hold;
+    let mut agg = Agg::new(n, stage_count, args.hdr_log.is_some(), hold);
+    let progress = Progress::new(args.progress, total_s);
+    let mut rss_peak = rss_start;
+    let mut next_tick = now_ns() + 1_000_000_000;
+    let mut last_tick = (now_ns(), 0u64, 0u64); // (time, established, received)
+    let mut load_end_ns: Option<u64> = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => {
+                if r.open_at_end.is_some() && load_end_ns.is_none() {
+                    load_end_ns = Some(now_ns());
+                }
+                agg.add(r, stage_count);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now = now_ns();
+        if now >= next_tick {
+            next_tick = now + 1_000_000_000;
+            rss_peak = rss_peak.max(resident_bytes());
+            let dt = (now - last_tick.0) as f64 / 1e9;
+            let est = agg.total.c.connects_established;
+            let rec = agg.total.c.msgs_received;
+            let lat = agg.latency(&agg.total.h);
+            let tick = Tick {
+                elapsed_s: now.saturating_sub(sh.start_ns) as f64 / 1e9,
+                total_s,
+                open: agg.latest_open.iter().sum(),
+                target: sh.cfg.plan.max_target(),
+                pending: agg.latest_pending.iter().sum(),
+                established_per_s: (est - last_tick.1) as f64 / dt,
+                failed: agg.total.c.connects_failed,
+                drops: agg.total.c.drops,
+                msgs_per_s: (rec - last_tick.2) as f64 / dt,
+                latency_name: if hold { "pong" } else { "rtt" },
+                p99: crate::report::short_latency(
+                    (!lat.is_empty()).then(|| lat.value_at_quantile(0.99)),
+                ),
+            };
+            progress.tick(&tick);
+            last_tick = (now, est, rec);
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    progress.finish();
+    rss_peak = rss_peak.max(resident_bytes());
+    agg.finalize_seconds(true);
+    let load_s = load_end_ns
+        .unwrap_or_else(now_ns)
+        .saturating_sub(sh.start_ns) as f64
+        / 1e9;
+    let interrupted = stop.load(Ordering::Relaxed);
+
+    let report = build_report(
+        &sh,
+        args,
+        agg,
+        started_unix,
+        load_s,
+        interrupted,
+        (rss_start, rss_peak),
+        cpu_seconds() - cpu_start,
+    );
+    print!("{}", report.to_text());
+    report.exit_code
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    sh: &Shared,
+    args: &RunArgs,
+    mut agg: Agg,
+    started_unix: Duration,
+    load_s: f64,
+    interrupted: bool,
+    rss: (u64, u64),
+    cpu: f64,
+) -> Report {
+    let cfg = &sh.cfg;
+    let t = &agg.total;
+    let c = &t.c;
+    let hold = agg.hold;
+    let lat = agg.latency(&t.h);
+    let p99 = (!lat.is_empty()).then(|| lat.value_at_quantile(0.99));
+    let thresholds = Thresholds {
+        max_error_rate: args.max_error_rate,
+        max_p99_us: args
+            .max_p99
+            .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+        min_connections: args.min_connections,
+    };
+    let outcomes = thresholds.evaluate(&Observed {
+        error_rate: c.error_rate(),
+        p99_us: p99,
+        latency_name: if hold { "pong" } else { "rtt" },
+        peak_open: agg.peak_open,
+    });
+    let (exit_code, error) = if c.connects_established == 0 {
+        let why = if t.failures.is_empty() {
+            "no connection was attempted".to_string()
+        } else {
+            t.failures
+                .iter()
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        (
+            EXIT_CANNOT_RUN,
+            Some(format!(
+                "no connection could be established to {} ({}): {why}",
+                cfg.target.url, cfg.target.addr
+            )),
+        )
+    } else if outcomes.iter().any(|o| !o.pass) {
+        (EXIT_THRESHOLD, None)
+    } else {
+        (EXIT_OK, None)
+    };
+    if let Some(e) = &error {
+        eprintln!("ws-loadgen: {e}");
+    }
+    for o in outcomes.iter().filter(|o| !o.pass) {
+        eprintln!(
+            "ws-loadgen: threshold {} failed: limit {}, actual {}",
+            o.name, o.limit, o.actual
+        );
+    }
+    let stages = cfg
+        .plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let s = &agg.stages[i];
+            let start = cfg.plan.start_ns(i) as f64 / 1e9;
+            let end = (cfg.plan.start_ns(i + 1) as f64 / 1e9).min(load_s.max(start));
+            let dur = (end - start).max(0.0);
+            StageReport {
+                index: i,
+                target: st.target,
+                duration_s: dur,
+                peak_open: agg.stage_peak[i],
+                latency: HistSummary::of(agg.latency(&s.h)),
+                msgs_per_s: per_s(s.c.msgs_received, dur),
+                bytes_per_s: per_s(s.c.bytes_received, dur),
+                error_rate: s.c.error_rate(),
+                failed_connects: s.c.connects_failed,
+                counters: s.c.clone(),
+            }
+        })
+        .collect();
+    let per_conn =
+        (agg.peak_open > 0).then(|| rss.1.saturating_sub(rss.0) as f64 / agg.peak_open as f64);
+    let hdr = agg.hdr.take();
+    let report = Report {
+        tool: "ws-loadgen".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        url: cfg.target.url.clone(),
+        server_addr: cfg.target.addr.to_string(),
+        scenario: cfg.scenario,
+        config: ConfigEcho {
+            stages: cfg.plan.stages.clone(),
+            connect_rate: cfg.connect_rate,
+            rate: cfg.rate,
+            payload: cfg.payload,
+            ping_interval_ms: cfg.ping_interval_ns / 1_000_000,
+            reconnect_max_tries: cfg.reconnect_max_tries,
+            cores: cfg.cores.clone(),
+            source_ips: cfg.source_ips.iter().map(|i| i.to_string()).collect(),
+            headers: cfg.headers.clone(),
+            origin: cfg.origin.clone(),
+            connect_timeout_ms: cfg.connect_timeout_ns / 1_000_000,
+            handshake_timeout_ms: cfg.handshake_timeout_ns / 1_000_000,
+            drain_timeout_ms: cfg.drain_ns / 1_000_000,
+            nofile_soft: cfg.nofile.0,
+            nofile_hard: cfg.nofile.1,
+        },
+        started_unix_ms: started_unix.as_millis() as u64,
+        elapsed_s: load_s,
+        interrupted,
+        connections: Connections {
+            target: cfg.plan.max_target(),
+            attempted: c.connects_attempted,
+            established: c.connects_established,
+            failed: c.connects_failed,
+            peak_open: agg.peak_open,
+            open_at_end: agg.open_at_end,
+            alive_at_end_ratio: ratio(agg.open_at_end as u64, c.connects_established),
+            drops: c.drops,
+            reconnects: c.reconnects,
+            retries: c.retries,
+            gave_up: c.gave_up,
+            established_per_s: per_s(c.connects_established, load_s),
+        },
+        failures: t.failures.clone(),
+        drop_classes: t.drop_classes.clone(),
+        close_codes: t.close_codes.clone(),
+        messages: Messages {
+            sent: c.msgs_sent,
+            received: c.msgs_received,
+            lost: c.msgs_lost,
+            out_of_order: c.msgs_out_of_order,
+            unexpected: c.msgs_unexpected,
+            skipped_backpressure: c.sends_skipped_backpressure,
+            bytes_sent: c.bytes_sent,
+            bytes_received: c.bytes_received,
+            received_per_s: per_s(c.msgs_received, load_s),
+            bytes_received_per_s: per_s(c.bytes_received, load_s),
+        },
+        heartbeat: Heartbeat {
+            pings_sent: c.pings_sent,
+            pongs_received: c.pongs_received,
+            survival_rate: ratio(c.pongs_received, c.pings_sent),
+        },
+        latency: Latency::of(&t.h),
+        error_rate: c.error_rate(),
+        totals: c.clone(),
+        stages,
+        per_second: std::mem::take(&mut agg.done_seconds),
+        process: Process {
+            workers: agg.workers,
+            cpu_seconds: cpu,
+            rss_start_bytes: rss.0,
+            rss_peak_bytes: rss.1,
+            rss_per_open_conn_bytes: per_conn,
+            slot_heap_bytes_at_end: agg.slot_heap,
+        },
+        thresholds: outcomes,
+        exit_code,
+        error,
+    };
+    if let Some(path) = &args.json {
+        match serde_json::to_vec_pretty(&report) {
+            Ok(b) => {
+                if let Err(e) = std::fs::write(path, b) {
+                    eprintln!("ws-loadgen: cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("ws-loadgen: cannot encode the JSON report: {e}"),
+        }
+    }
+    if let (Some(path), Some(log)) = (&args.hdr_log, hdr) {
+        match log.finish(started_unix.as_secs_f64()) {
+            Ok(b) => {
+                if let Err(e) = std::fs::write(path, b) {
+                    eprintln!("ws-loadgen: cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("ws-loadgen: cannot encode the interval log: {e}"),
+        }
+    }
+    report
+}
