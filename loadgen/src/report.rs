@@ -52,8 +52,10 @@ pub struct Connections {
     pub reconnects: u64,
     pub retries: u64,
     pub gave_up: u64,
-    /// Established connections per second over the run.
+    /// Established connections per second over the whole load phase.
     pub established_per_s: f64,
+    /// Most connections established in one second of the run (the achieved connect rate).
+    pub peak_established_per_s: u64,
 }
 
 /// Message figures (bytes are payload bytes).
@@ -251,8 +253,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "             {:.0} established/s  drops {}  reconnects {}  retries {}  gave up {}",
-            c.established_per_s, c.drops, c.reconnects, c.retries, c.gave_up
+            "             peak {} established/s ({:.0}/s over the run)  drops {}  reconnects {}  retries {}  gave up {}",
+            c.peak_established_per_s, c.established_per_s, c.drops, c.reconnects, c.retries, c.gave_up
         );
         let _ = writeln!(s, "Failures     {}", classes(&self.failures));
         if !self.drop_classes.is_empty() {

@@ -245,15 +245,16 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     let mut rss_peak = rss_start;
     let mut next_tick = now_ns() + 1_000_000_000;
     let mut last_tick = (now_ns(), 0u64, 0u64); // (time, established, received)
-    let mut load_end_ns: Option<u64> = None;
+                                                // The load phase ends at the plan's end, or when SIGINT is first seen.
+    let mut load_end_ns = sh.start_ns.saturating_add(sh.cfg.plan.total_ns());
+    let mut stop_seen = false;
     loop {
+        if !stop_seen && stop.load(Ordering::Relaxed) {
+            stop_seen = true;
+            load_end_ns = load_end_ns.min(now_ns());
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(r) => {
-                if r.open_at_end.is_some() && load_end_ns.is_none() {
-                    load_end_ns = Some(now_ns());
-                }
-                agg.add(r, stage_count);
-            }
+            Ok(r) => agg.add(r, stage_count),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -290,10 +291,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     progress.finish();
     rss_peak = rss_peak.max(resident_bytes());
     agg.finalize_seconds(true);
-    let load_s = load_end_ns
-        .unwrap_or_else(now_ns)
-        .saturating_sub(sh.start_ns) as f64
-        / 1e9;
+    let load_s = load_end_ns.min(now_ns()).saturating_sub(sh.start_ns) as f64 / 1e9;
     let interrupted = stop.load(Ordering::Relaxed);
 
     let report = build_report(
@@ -437,6 +435,12 @@ fn build_report(
             retries: c.retries,
             gave_up: c.gave_up,
             established_per_s: per_s(c.connects_established, load_s),
+            peak_established_per_s: agg
+                .done_seconds
+                .iter()
+                .map(|s| s.established)
+                .max()
+                .unwrap_or(0),
         },
         failures: t.failures.clone(),
         drop_classes: t.drop_classes.clone(),
