@@ -9,8 +9,14 @@ use ws_common::limits;
 /// Thread-per-core io_uring WebSocket server: the target of ws-ceiling runs.
 ///
 /// One glommio executor per core, each with its own SO_REUSEPORT listener and sole owner of
-/// its connections. Routes: `GET /ws` (echo), `GET /metrics` (Prometheus text),
-/// `GET /healthz`.
+/// its connections. Routes:
+///   GET  /ws[?user=ID]                       echo every message back
+///   GET  /broadcast[?room=NAME][&echo=false][&user=ID]
+///                                            every message goes to the whole room, all cores
+///   POST /push/ID        (body = message)    to every connection of user ID; 200 + count, 404
+///   POST /broadcast/NAME (body = message)    into room NAME; 200 + count
+///   GET  /metrics                            Prometheus text
+///   GET  /healthz
 ///
 /// Examples:
 ///   ws-server                                  # 127.0.0.1:9001, every core
@@ -60,9 +66,29 @@ pub struct Config {
     #[arg(long, default_value_t = limits::DEFAULT_DRAIN_TIMEOUT_SECS, value_name = "SECS")]
     pub drain_timeout: u64,
 
+    /// Bytes a connection may have queued and unsent (its outbound queue). Past it, the
+    /// `--slow-consumer` policy applies, so one slow reader never grows memory or delays
+    /// the others.
+    #[arg(long, default_value_t = limits::DEFAULT_SEND_QUEUE_BYTES, value_name = "BYTES")]
+    pub send_queue_bytes: usize,
+
+    /// What to do with a connection whose outbound queue is full: `close` it with 1008, or
+    /// `drop` the message for that connection only.
+    #[arg(long, value_enum, default_value_t = SlowConsumer::Close)]
+    pub slow_consumer: SlowConsumer,
+
     /// Listen backlog per core (default: net.core.somaxconn).
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
+}
+
+/// Policy for a connection that does not read fast enough.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close it with 1008 (policy violation) and count it.
+    Close,
+    /// Drop the message for that connection and count it.
+    Drop,
 }
 
 impl Config {
@@ -76,6 +102,9 @@ impl Config {
         }
         if self.handshake_timeout == 0 {
             return Err("--handshake-timeout must be at least 1 second".into());
+        }
+        if self.send_queue_bytes < 1024 {
+            return Err("--send-queue-bytes must be at least 1024".into());
         }
         if self.max_conns == Some(0) {
             return Err("--max-conns 0 would refuse every connection".into());

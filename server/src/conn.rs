@@ -20,6 +20,8 @@ pub enum Phase {
     Open,
     /// We sent Close and wait for the client's Close (or the drain deadline).
     Closing,
+    /// A plain HTTP request (push, server broadcast) waits for the other cores' counts.
+    Waiting,
     /// Last bytes (an HTTP error, a Close) are being flushed; then half-close and drain
     /// the client's remaining bytes until EOF, so it reads our answer instead of a reset.
     Lingering,
@@ -35,6 +37,10 @@ pub mod flag {
     pub const CLOSE_SENT: u8 = 4;
     /// Write side shut down (lingering).
     pub const WR_SHUT: u8 = 8;
+    /// On `/broadcast`: data messages go to the room.
+    pub const BROADCAST: u8 = 16;
+    /// On `/broadcast?echo=false`: the sender does not get its own messages.
+    pub const NO_ECHO: u8 = 32;
 }
 
 /// Per-connection heap state that exists only while needed.

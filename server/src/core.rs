@@ -17,8 +17,10 @@ use std::time::Instant;
 
 use ws_common::frame::{self, close, op};
 
+use crate::cli::SlowConsumer;
 use crate::conn::{flag, Phase, Slab};
-use crate::inbox::{CoreMsg, Inbox, Waker};
+use crate::fanout::{Pending, Registry};
+use crate::inbox::{CoreMsg, Inbox, Mailbox, Waker};
 use crate::ring::{Completion, Kind, Ring, Token};
 use crate::settings::Settings;
 use crate::stats::{AllStats, CoreStats};
@@ -62,6 +64,18 @@ pub struct Core {
     pub forced: usize,
     /// Set when shut down and drained: the driver stops.
     pub done: bool,
+    /// Rooms and users of this core's connections.
+    pub registry: Registry,
+    /// Every core's inbox (ours included, unused), and messages batched for each.
+    pub mailboxes: Vec<Mailbox>,
+    pub outbox: Vec<Vec<CoreMsg>>,
+    /// Scratch list of fan-out targets.
+    pub fan_slots: Vec<u32>,
+    /// Frames from this read's broadcast messages, fanned out after decoding.
+    pub bcast_out: Vec<std::sync::Arc<[u8]>>,
+    /// HTTP requests waiting for other cores' delivery counts.
+    pub pending: std::collections::HashMap<u64, Pending>,
+    pub next_request: u64,
 }
 
 impl Core {
@@ -75,7 +89,9 @@ impl Core {
         global_open: Arc<AtomicU64>,
         inbox: Inbox,
         waker: Waker,
+        mailboxes: Vec<Mailbox>,
     ) -> Core {
+        let ncores = mailboxes.len();
         Core {
             idx,
             settings,
@@ -98,6 +114,13 @@ impl Core {
             drained_from: 0,
             forced: 0,
             done: false,
+            registry: Registry::default(),
+            mailboxes,
+            outbox: (0..ncores).map(|_| Vec::new()).collect(),
+            fan_slots: Vec::new(),
+            bcast_out: Vec::new(),
+            pending: Default::default(),
+            next_request: 0,
         }
     }
 
@@ -143,6 +166,7 @@ impl Core {
         while let Some(m) = self.inbox.try_recv() {
             self.on_message(m);
         }
+        self.flush_outbox();
         self.ring.submit();
         if !self.again.is_empty() {
             self.waker.wake();
@@ -153,6 +177,13 @@ impl Core {
     fn on_message(&mut self, m: CoreMsg) {
         match m {
             CoreMsg::Shutdown => self.begin_shutdown(),
+            CoreMsg::Deliver {
+                target,
+                frame,
+                reply,
+                sent_ns,
+            } => self.on_deliver(target, frame, reply, sent_ns),
+            CoreMsg::Delivered { request, count } => self.on_delivered(request, count),
         }
     }
 
@@ -288,7 +319,8 @@ impl Core {
                 self.stats().bytes_in.add(data.len() as u64);
                 self.on_frame_bytes(slot, gen, data);
             }
-            Phase::Lingering => {} // discarded: we are only waiting for EOF
+            // Discarded: we only wait for EOF, or for other cores to answer.
+            Phase::Lingering | Phase::Waiting => {}
         }
     }
 
@@ -314,10 +346,12 @@ impl Core {
     }
 
     /// Writes `bytes` now if nothing is queued, else queues them; arms POLLOUT as needed.
-    pub fn send_bytes(&mut self, slot: u32, gen: u32, bytes: &[u8]) {
+    /// Returns false when the bytes were not taken: the connection is gone, or its queue is
+    /// full and the slow-consumer policy dropped them or closed it.
+    pub fn send_bytes(&mut self, slot: u32, gen: u32, bytes: &[u8]) -> bool {
         let limit = self.settings.send_queue_bytes;
         let Some(conn) = self.conns.get(slot, gen) else {
-            return;
+            return false;
         };
         let fd = conn.fd;
         let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
@@ -337,26 +371,43 @@ impl Core {
                 if errno != libc::EAGAIN && errno != libc::EINTR {
                     self.stats().resets.inc();
                     self.close_now(slot, gen);
-                    return;
+                    return false;
                 }
             } else {
                 sent = n as usize;
             }
         }
         if sent == bytes.len() {
-            return;
+            return true;
         }
         if queued + bytes.len() - sent > limit {
-            // The client does not read what it asks for: a bounded queue, then policy close.
-            self.stats().protocol_close(close::POLICY);
-            self.close_now(slot, gen);
-            return;
+            // A client that does not read what it is sent: its queue is bounded.
+            return match self.settings.slow_consumer {
+                SlowConsumer::Drop if sent == 0 => {
+                    self.stats().slow_consumer_drops.inc();
+                    false
+                }
+                _ => {
+                    // Close (or a frame already half on the wire, which cannot be dropped).
+                    self.stats().slow_consumer_closes.inc();
+                    self.stats().protocol_close(close::POLICY);
+                    self.enqueue(slot, gen, &bytes[sent..]);
+                    self.close_with(slot, gen, close::POLICY, "slow consumer");
+                    false
+                }
+            };
         }
+        self.enqueue(slot, gen, &bytes[sent..]);
+        true
+    }
+
+    /// Appends to the connection's outbound queue (no limit check) and arms POLLOUT.
+    fn enqueue(&mut self, slot: u32, gen: u32, bytes: &[u8]) {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
-        let ex = conn.extra();
-        ex.outbuf.extend_from_slice(&bytes[sent..]);
+        let fd = conn.fd;
+        conn.extra().outbuf.extend_from_slice(bytes);
         if !conn.has(flag::POLL_OUT) {
             conn.flags |= flag::POLL_OUT;
             self.ring.poll_out_once(
@@ -391,15 +442,17 @@ impl Core {
                 if n < 0 {
                     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
                     if errno == libc::EAGAIN || errno == libc::EINTR {
-                        conn.flags |= flag::POLL_OUT;
-                        self.ring.poll_out_once(
-                            fd,
-                            Token {
-                                kind: Kind::PollOut,
-                                gen,
-                                slot,
-                            },
-                        );
+                        if !conn.has(flag::POLL_OUT) {
+                            conn.flags |= flag::POLL_OUT;
+                            self.ring.poll_out_once(
+                                fd,
+                                Token {
+                                    kind: Kind::PollOut,
+                                    gen,
+                                    slot,
+                                },
+                            );
+                        }
                         return;
                     }
                     self.stats().resets.inc();
@@ -464,6 +517,7 @@ impl Core {
         }
         // SAFETY: fd is ours; the slot forgets it below.
         unsafe { libc::close(fd) };
+        self.registry.leave(slot);
         if flags & flag::COUNTED != 0 {
             self.stats().connections_open.dec();
             self.global_open.fetch_sub(1, Ordering::Relaxed);
@@ -481,7 +535,9 @@ impl Core {
         if !conn.has(flag::CLOSE_SENT) {
             conn.flags |= flag::CLOSE_SENT;
             let f = frame::close_frame(code, reason);
-            self.send_bytes(slot, gen, &f);
+            // Past any queue limit: a close is small and ends the connection anyway.
+            self.enqueue(slot, gen, &f);
+            self.flush(slot, gen);
         }
         self.linger(slot, gen);
     }
@@ -523,6 +579,11 @@ impl Core {
                         if self.shutdown_at.is_some() {
                             self.forced += 1;
                         }
+                        self.close_now(slot, gen);
+                    }
+                }
+                Phase::Waiting => {
+                    if since_ping >= s.handshake_timeout {
                         self.close_now(slot, gen);
                     }
                 }
@@ -574,6 +635,7 @@ impl Core {
                     let f = frame::close_frame(close::GOING_AWAY, "server shutting down");
                     self.send_bytes(slot, gen, &f);
                 }
+                Phase::Waiting => self.close_now(slot, gen),
                 Phase::Closing | Phase::Lingering => {}
             }
         }

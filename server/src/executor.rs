@@ -111,6 +111,7 @@ pub fn run(cfg: Config) -> i32 {
         let stats = stats.clone();
         let global_open = global_open.clone();
         let ready = ready_tx.clone();
+        let mbs = mailboxes.clone();
         let t = std::thread::Builder::new()
             .name(format!("ws-core-{core_id}"))
             .spawn(move || {
@@ -123,6 +124,7 @@ pub fn run(cfg: Config) -> i32 {
                     global_open,
                     ib,
                     waker,
+                    mbs,
                     ready,
                 )
             });
@@ -210,6 +212,7 @@ fn run_core(
     global_open: Arc<AtomicU64>,
     ib: Inbox,
     waker: Waker,
+    mailboxes: Vec<Mailbox>,
     ready: crossbeam_channel::Sender<Result<(), String>>,
 ) -> CoreSummary {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: core_id }) {
@@ -248,6 +251,7 @@ fn run_core(
         global_open,
         ib,
         waker,
+        mailboxes,
     )));
     ex.run(async move {
         core.borrow_mut().arm_accept();

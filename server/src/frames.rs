@@ -6,6 +6,8 @@
 //! one read are staged in the core's `tx` buffer and leave in one send(). Routes other than
 //! echo (broadcast, push) plug in where a data message is handled.
 
+use std::sync::Arc;
+
 use ws_common::frame::{self, op};
 use ws_common::message::{Decoder, Event, Flow};
 
@@ -19,6 +21,8 @@ impl Core {
             return;
         };
         let closing = conn.phase == Phase::Closing;
+        let broadcast = conn.has(flag::BROADCAST);
+        let echo_self = !conn.has(flag::NO_ECHO);
         let mut decoder = Decoder::default();
         let mut owned: Option<Vec<u8>> = None;
         if let Some(ex) = conn.extra.as_mut() {
@@ -37,12 +41,19 @@ impl Core {
 
         let stats = &self.all_stats[self.idx];
         let tx = &mut self.tx;
+        let bcast_out = &mut self.bcast_out;
         let mut peer_close: Option<Option<u16>> = None;
         let result = decoder.decode(buf, max, |ev| {
             match ev {
                 Event::Message { text, payload } => {
                     stats.messages_in.inc();
-                    if !closing {
+                    if broadcast {
+                        if !closing {
+                            // Encoded once here, shared by every recipient on every core.
+                            let opcode = if text { op::TEXT } else { op::BINARY };
+                            bcast_out.push(Arc::from(frame::encode(opcode, payload)));
+                        }
+                    } else if !closing {
                         let before = tx.len();
                         frame::write_frame(tx, if text { op::TEXT } else { op::BINARY }, payload);
                         stats.messages_out.inc();
@@ -73,6 +84,9 @@ impl Core {
             }
         };
         self.send_staged(slot, gen);
+        for f in std::mem::take(&mut self.bcast_out) {
+            self.broadcast_from(slot, f, echo_self);
+        }
         if let Some(code) = peer_close {
             self.on_peer_close(slot, gen, code, closing);
             return;

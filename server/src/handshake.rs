@@ -2,16 +2,21 @@
 //!
 //! Parsing and validation are `ws_common::handshake` (shared with the tokio baseline, so
 //! both refuse the same requests with the same status); this file routes the request:
-//! `/ws` upgrades, `/metrics` and `/healthz` answer plain HTTP, anything else is refused.
+//! `/ws` and `/broadcast` upgrade, `/metrics` and `/healthz` answer plain HTTP,
+//! `POST /push/ID` and `POST /broadcast/NAME` hand their body to `fanout.rs`, anything
+//! else is refused.
 //! Bytes that arrived after the request head (a first frame in the same packet) go straight
 //! to the frame loop.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use ws_common::handshake::{self, parse_request, Method, Reject};
+use ws_common::handshake::{self, parse_request, Method, Reject, Request};
 
 use crate::conn::{flag, Phase};
 use crate::core::Core;
+use crate::fanout::Ask;
+use crate::inbox::Target;
 
 impl Core {
     pub(crate) fn on_handshake_bytes(&mut self, slot: u32, gen: u32, data: &mut [u8]) {
@@ -25,22 +30,28 @@ impl Core {
             Ok(Some(r)) => r,
             Err(rej) => return self.reject(slot, gen, rej),
         };
-        match req.path.as_str() {
-            "/ws" => {}
-            "/metrics" | "/healthz" => {
-                if req.method != Method::Get {
-                    return self.reject(slot, gen, Reject::MethodNotAllowed);
-                }
-                let resp = if req.path == "/metrics" {
-                    let body = crate::stats::render(&self.all_stats, &self.settings.cores);
-                    handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes())
-                } else {
-                    handshake::http_response(200, "", "text/plain", b"ok\n")
-                };
-                self.finish_http(slot, gen, &resp);
-                return;
+        let path = req.path.as_str();
+        let broadcast_route = path == "/broadcast";
+        if path == "/metrics" || path == "/healthz" {
+            if req.method != Method::Get {
+                return self.reject(slot, gen, Reject::MethodNotAllowed);
             }
-            _ => return self.reject(slot, gen, Reject::NotFound),
+            let resp = if path == "/metrics" {
+                let body = crate::stats::render(&self.all_stats, &self.settings.cores);
+                handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes())
+            } else {
+                handshake::http_response(200, "", "text/plain", b"ok\n")
+            };
+            self.finish_http(slot, gen, &resp);
+            return;
+        } else if let Some(user) = path.strip_prefix("/push/") {
+            let target = Target::User(Arc::from(handshake::percent_decode(user)));
+            return self.on_post(slot, gen, &req, Ask::Push, target);
+        } else if let Some(room) = path.strip_prefix("/broadcast/") {
+            let target = Target::Room(Arc::from(handshake::percent_decode(room)));
+            return self.on_post(slot, gen, &req, Ask::Broadcast, target);
+        } else if path != "/ws" && !broadcast_route {
+            return self.reject(slot, gen, Reject::NotFound);
         }
         let accept = match req.check_upgrade(&self.settings.allow_origin) {
             Ok(a) => a,
@@ -62,6 +73,12 @@ impl Core {
         };
         conn.phase = Phase::Open;
         conn.flags |= flag::COUNTED;
+        if broadcast_route {
+            conn.flags |= flag::BROADCAST;
+            if req.query_param("echo").as_deref() == Some("false") {
+                conn.flags |= flag::NO_ECHO;
+            }
+        }
         conn.last_rx = tick;
         conn.last_ping = tick;
         let mut rest = conn
@@ -74,6 +91,13 @@ impl Core {
         s.upgraded.inc();
         s.connections_open.inc();
         s.pending_open.dec();
+        if broadcast_route {
+            self.registry
+                .join_room(slot, &req.query_param("room").unwrap_or_default());
+        }
+        if let Some(user) = req.query_param("user").filter(|u| !u.is_empty()) {
+            self.registry.join_user(slot, &user);
+        }
         let resp = handshake::switching_protocols(&accept);
         self.send_bytes(slot, gen, &resp);
         if rest.len() > req.head_len {
@@ -81,6 +105,37 @@ impl Core {
             self.stats().bytes_in.add(first.len() as u64);
             self.on_frame_bytes(slot, gen, first);
         }
+    }
+
+    /// `POST /push/ID` and `POST /broadcast/NAME`: wait for the whole body, then deliver.
+    fn on_post(&mut self, slot: u32, gen: u32, req: &Request, ask: Ask, target: Target) {
+        if req.method != Method::Post {
+            return self.reject(slot, gen, Reject::MethodNotAllowed);
+        }
+        let empty_name = match &target {
+            Target::User(u) | Target::Room(u) => u.is_empty(),
+        };
+        if empty_name {
+            return self.reject(slot, gen, Reject::NotFound);
+        }
+        let Some(len) = req.content_length else {
+            return self.reject(slot, gen, Reject::BadRequest);
+        };
+        if len > self.settings.max_message_size {
+            return self.reject(slot, gen, Reject::PayloadTooLarge);
+        }
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let Some(ex) = conn.extra.as_mut() else {
+            return;
+        };
+        if ex.inbuf.len() < req.head_len + len {
+            return; // the rest of the body is still on its way
+        }
+        let body = ex.inbuf[req.head_len..req.head_len + len].to_vec();
+        ex.inbuf = Vec::new();
+        self.start_ask(slot, gen, ask, target, &body);
     }
 
     fn reject(&mut self, slot: u32, gen: u32, rej: Reject) {

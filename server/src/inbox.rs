@@ -10,12 +10,39 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-/// Messages a core can receive from outside. The broadcast and push issue adds its
-/// messages here; each is handled by the receiving core for its own connections.
+/// Who a message is for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every connection in the room.
+    Room(Arc<str>),
+    /// Every connection of the user.
+    User(Arc<str>),
+}
+
+/// Where to report a delivery count: a core, and its request number there.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo {
+    pub core: usize,
+    pub request: u64,
+}
+
+/// Messages a core can receive from another core (or the signal thread). Each is handled by
+/// the receiving core for its own connections only.
 #[derive(Debug)]
 pub enum CoreMsg {
     /// Stop accepting, send Close 1001 to every connection, exit when drained.
     Shutdown,
+    /// Deliver an encoded frame (shared, encoded once) to this core's connections of
+    /// `target`; report the count to `reply` if given. `sent_ns` is for the hop-latency
+    /// histogram.
+    Deliver {
+        target: Target,
+        frame: Arc<[u8]>,
+        reply: Option<ReplyTo>,
+        sent_ns: u64,
+    },
+    /// Answer to a `Deliver` with a reply: how many connections got it on that core.
+    Delivered { request: u64, count: u64 },
 }
 
 /// A core's eventfd: written to wake it, read by it to go back to sleep.
@@ -53,10 +80,22 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// Posts one message and wakes the core.
     pub fn send(&self, m: CoreMsg) {
         if self.tx.send(m).is_ok() {
             self.waker.wake();
         }
+    }
+
+    /// Posts a batch and wakes the core once (one eventfd write for the whole batch).
+    pub fn send_all(&self, batch: &mut Vec<CoreMsg>) {
+        if batch.is_empty() {
+            return;
+        }
+        for m in batch.drain(..) {
+            let _ = self.tx.send(m);
+        }
+        self.waker.wake();
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`handshake`]: **the handshake** phase: routing, upgrade, plain HTTP answers.
 //! - [`frames`]: **the frame loop** of open connections (echo, ping, close).
 //! - [`inbox`]: **the cross-core path**: one channel + eventfd per core.
+//! - [`fanout`]: broadcast to rooms and push to users: per-core indexes, one message per
+//!   core, frames encoded once and shared.
 //! - [`stats`]: per-core counters and the `/metrics` page.
 //!
 //! Protocol logic shared with other binaries (handshake parsing, frame decoding) is in
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod conn;
 pub mod core;
 pub mod executor;
+pub mod fanout;
 pub mod frames;
 pub mod handshake;
 pub mod inbox;

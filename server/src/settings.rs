@@ -1,6 +1,6 @@
 //! The configuration as the cores use it: validated, in ticks, shared read-only per core.
 
-use crate::cli::Config;
+use crate::cli::{Config, SlowConsumer};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -13,6 +13,7 @@ pub struct Settings {
     pub allow_origin: Vec<String>,
     /// Bytes a connection may have queued unsent before it is closed (1008).
     pub send_queue_bytes: usize,
+    pub slow_consumer: SlowConsumer,
     /// Executor numbers -> core ids (for metrics labels).
     pub cores: Vec<usize>,
 }
@@ -28,8 +29,8 @@ impl Settings {
             handshake_timeout: secs(c.handshake_timeout),
             drain_timeout: secs(c.drain_timeout),
             allow_origin: c.allow_origin.clone(),
-            send_queue_bytes: ws_common::limits::DEFAULT_SEND_QUEUE_BYTES
-                .max(c.max_message_size * 2 + 64),
+            send_queue_bytes: c.send_queue_bytes,
+            slow_consumer: c.slow_consumer,
             cores,
         }
     }

@@ -73,7 +73,26 @@ pub struct CoreStats {
     pub accept_errors: [Counter; ACCEPT_ERRNOS.len() + 1],
     /// Bytes of per-connection state this core holds (slab + heap extras), a gauge.
     pub conn_state_bytes: Counter,
+    /// Data messages to fan out that entered on this core (client on /broadcast, POST).
+    pub broadcasts_in: Counter,
+    /// Messages this core delivered to its connections (broadcast and push).
+    pub deliveries: Counter,
+    /// Messages this core posted to other cores' inboxes.
+    pub cross_core_out: Counter,
+    pub slow_consumer_closes: Counter,
+    pub slow_consumer_drops: Counter,
+    pub push_hits: Counter,
+    pub push_misses: Counter,
+    /// Cross-core hop latency histogram (post → handled), cumulative buckets + sum + count.
+    pub hop_buckets: [Counter; HOP_BUCKETS_US.len()],
+    pub hop_sum_ns: Counter,
+    pub hop_count: Counter,
 }
+
+/// Upper bounds (µs) of the cross-core hop histogram buckets.
+pub const HOP_BUCKETS_US: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 100_000,
+];
 
 impl CoreStats {
     pub fn reject(&self, r: Reject) {
@@ -84,6 +103,18 @@ impl CoreStats {
         if let Some(i) = PROTOCOL_CLOSE_CODES.iter().position(|c| *c == code) {
             self.protocol_closes[i].inc();
         }
+    }
+
+    /// Records one cross-core hop of `ns` nanoseconds.
+    pub fn record_hop(&self, ns: u64) {
+        let us = ns / 1000;
+        for (i, le) in HOP_BUCKETS_US.iter().enumerate() {
+            if us <= *le {
+                self.hop_buckets[i].inc();
+            }
+        }
+        self.hop_sum_ns.add(ns);
+        self.hop_count.inc();
     }
 
     pub fn accept_error(&self, errno: i32) {
@@ -259,6 +290,86 @@ pub fn render(all: &[CoreStats], cores: &[usize]) -> String {
             "ws_accept_errors_total",
             &[("core", &core), ("errno", "other")],
             s.accept_errors[ACCEPT_ERRNOS.len()].get(),
+        );
+    }
+    per_core(
+        &mut p,
+        "ws_broadcasts_in_total",
+        "counter",
+        "Messages to fan out that entered on this core (client broadcasts and POST /broadcast).",
+        &|s| s.broadcasts_in.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_deliveries_total",
+        "counter",
+        "Broadcast and push messages delivered to connections.",
+        &|s| s.deliveries.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_cross_core_messages_total",
+        "counter",
+        "Messages posted to other cores' inboxes.",
+        &|s| s.cross_core_out.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_slow_consumer_closes_total",
+        "counter",
+        "Connections closed (1008) because their outbound queue was full.",
+        &|s| s.slow_consumer_closes.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_slow_consumer_drops_total",
+        "counter",
+        "Messages dropped for a connection whose outbound queue was full.",
+        &|s| s.slow_consumer_drops.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_push_hits_total",
+        "counter",
+        "POST /push requests delivered to at least one connection.",
+        &|s| s.push_hits.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_push_misses_total",
+        "counter",
+        "POST /push requests for a user with no connection (404).",
+        &|s| s.push_misses.get(),
+    );
+    p.family(
+        "ws_cross_core_hop_seconds",
+        "histogram",
+        "Time from a core posting a message to another core handling it.",
+    );
+    for (i, s) in all.iter().enumerate() {
+        let core = cores.get(i).copied().unwrap_or(i).to_string();
+        for (j, le) in HOP_BUCKETS_US.iter().enumerate() {
+            let le = format!("{}", *le as f64 / 1e6);
+            p.sample(
+                "ws_cross_core_hop_seconds_bucket",
+                &[("core", &core), ("le", &le)],
+                s.hop_buckets[j].get(),
+            );
+        }
+        p.sample(
+            "ws_cross_core_hop_seconds_bucket",
+            &[("core", &core), ("le", "+Inf")],
+            s.hop_count.get(),
+        );
+        p.sample(
+            "ws_cross_core_hop_seconds_sum",
+            &[("core", &core)],
+            s.hop_sum_ns.get() as f64 / 1e9,
+        );
+        p.sample(
+            "ws_cross_core_hop_seconds_count",
+            &[("core", &core)],
+            s.hop_count.get(),
         );
     }
     per_core(

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of ws-ceiling: formatting, lints, script tests, conformance, cargo tests.
+# This is README's second command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build (debug, all targets)"
+cargo build --workspace --all-targets
+
+if [ -f scripts/tests/test_tune.sh ]; then
+    step "scripts/tune.sh tests"
+    bash scripts/tests/test_tune.sh
+fi
+
+if [ -f scripts/autobahn.sh ]; then
+    step "Autobahn|Testsuite"
+    rc=0
+    bash scripts/autobahn.sh all || rc=$?
+    if [ "$rc" -eq 3 ]; then
+        echo "Autobahn skipped: no Python 2.7 on this machine"
+    elif [ "$rc" -ne 0 ]; then
+        exit "$rc"
+    fi
+fi
+
+step "cargo test"
+cargo test --workspace

@@ -1,0 +1,302 @@
+//! Broadcast to rooms and push to users, across cores.
+//!
+//! **Per-core indexes, questions by message.** Each core indexes only its own connections:
+//! room name → member slots, user id → slots. There is no global map and no lock. A message
+//! for a room or a user is handed to every other core *once* (an `Arc` of the frame,
+//! encoded once; no copy per recipient) through their inboxes, and each core fans it out to
+//! its own members. When the sender needs a count (`POST /push/ID`, `POST /broadcast/NAME`),
+//! the receiving cores answer with `Delivered` and the asking core replies to the HTTP client
+//! once every core has answered. The alternative, a shared user→core map, would put a
+//! lock or a concurrent map on every connect and disconnect, and would still need a message
+//! to the owning core to deliver; asking all cores costs one channel message per core per
+//! push, which is cheap at the core counts this runs on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ws_common::frame::{self, op};
+use ws_common::handshake;
+
+use crate::conn::Phase;
+use crate::core::Core;
+use crate::inbox::{CoreMsg, ReplyTo, Target};
+
+#[derive(Debug, Default)]
+struct Room {
+    members: Vec<u32>,
+}
+
+/// A connection's memberships (only connections that have any are in the map).
+#[derive(Debug, Default, Clone)]
+struct Membership {
+    /// Room number and position in its member list.
+    room: Option<(u32, u32)>,
+    user: Option<Arc<str>>,
+}
+
+/// This core's rooms and users.
+#[derive(Debug, Default)]
+pub struct Registry {
+    room_ids: HashMap<Arc<str>, u32>,
+    room_names: Vec<Arc<str>>,
+    rooms: Vec<Room>,
+    users: HashMap<Arc<str>, Vec<u32>>,
+    member: HashMap<u32, Membership>,
+}
+
+/// What kind of HTTP request waits for the other cores' counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Push,
+    Broadcast,
+}
+
+/// An HTTP request waiting for the other cores' delivery counts.
+#[derive(Debug)]
+pub struct Pending {
+    slot: u32,
+    gen: u32,
+    ask: Ask,
+    waiting: usize,
+    count: u64,
+}
+
+impl Registry {
+    pub fn join_room(&mut self, slot: u32, name: &str) {
+        let id = match self.room_ids.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = self.rooms.len() as u32;
+                let name: Arc<str> = Arc::from(name);
+                self.room_ids.insert(name.clone(), id);
+                self.room_names.push(name);
+                self.rooms.push(Room::default());
+                id
+            }
+        };
+        let members = &mut self.rooms[id as usize].members;
+        members.push(slot);
+        self.member.entry(slot).or_default().room = Some((id, (members.len() - 1) as u32));
+    }
+
+    pub fn join_user(&mut self, slot: u32, user: &str) {
+        let key: Arc<str> = match self.users.get_key_value(user) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(user),
+        };
+        self.users.entry(key.clone()).or_default().push(slot);
+        self.member.entry(slot).or_default().user = Some(key);
+    }
+
+    /// Forgets a closed connection.
+    pub fn leave(&mut self, slot: u32) {
+        let Some(m) = self.member.remove(&slot) else {
+            return;
+        };
+        if let Some((room, pos)) = m.room {
+            let members = &mut self.rooms[room as usize].members;
+            members.swap_remove(pos as usize);
+            if let Some(&moved) = members.get(pos as usize) {
+                if let Some(mm) = self.member.get_mut(&moved) {
+                    mm.room = Some((room, pos));
+                }
+            }
+        }
+        if let Some(user) = m.user {
+            if let Some(list) = self.users.get_mut(&user) {
+                list.retain(|s| *s != slot);
+                if list.is_empty() {
+                    self.users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// The room a connection is in.
+    pub fn room_of(&self, slot: u32) -> Option<Arc<str>> {
+        let (room, _) = self.member.get(&slot)?.room?;
+        self.room_names.get(room as usize).cloned()
+    }
+
+    /// Copies the slots of `target`'s local members into `out`.
+    fn targets(&self, target: &Target, out: &mut Vec<u32>) {
+        out.clear();
+        match target {
+            Target::Room(name) => {
+                if let Some(id) = self.room_ids.get(name) {
+                    out.extend_from_slice(&self.rooms[*id as usize].members);
+                }
+            }
+            Target::User(u) => {
+                if let Some(list) = self.users.get(u) {
+                    out.extend_from_slice(list);
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Delivers `frame` to this core's connections of `target` (but `exclude`); returns how
+    /// many got it (queued or sent; dropped by the slow-consumer policy does not count).
+    pub(crate) fn deliver_local(
+        &mut self,
+        target: &Target,
+        frame: &[u8],
+        exclude: Option<u32>,
+    ) -> u64 {
+        let mut slots = std::mem::take(&mut self.fan_slots);
+        self.registry.targets(target, &mut slots);
+        let mut count = 0;
+        for &slot in &slots {
+            if Some(slot) == exclude {
+                continue;
+            }
+            let Some(conn) = self.conns.by_slot(slot) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            let gen = conn.gen;
+            if self.send_bytes(slot, gen, frame) {
+                count += 1;
+            }
+        }
+        self.fan_slots = slots;
+        self.stats().deliveries.add(count);
+        count
+    }
+
+    /// Hands a message to every other core once (batched per core until the end of the wake).
+    pub(crate) fn post_to_others(
+        &mut self,
+        target: &Target,
+        frame: &Arc<[u8]>,
+        reply: Option<ReplyTo>,
+    ) {
+        let now = ws_common::payload::now_ns();
+        for core in 0..self.outbox.len() {
+            if core == self.idx {
+                continue;
+            }
+            self.outbox[core].push(CoreMsg::Deliver {
+                target: target.clone(),
+                frame: frame.clone(),
+                reply,
+                sent_ns: now,
+            });
+            self.stats().cross_core_out.inc();
+        }
+    }
+
+    /// Sends what `post_to_others` batched: one eventfd write per destination core.
+    pub(crate) fn flush_outbox(&mut self) {
+        for core in 0..self.outbox.len() {
+            if !self.outbox[core].is_empty() {
+                let mut batch = std::mem::take(&mut self.outbox[core]);
+                self.mailboxes[core].send_all(&mut batch);
+                self.outbox[core] = batch;
+            }
+        }
+    }
+
+    /// A data message from a `/broadcast` client: to its room on every core.
+    pub(crate) fn broadcast_from(&mut self, slot: u32, frame: Arc<[u8]>, echo: bool) {
+        let Some(room) = self.registry.room_of(slot) else {
+            return;
+        };
+        self.stats().broadcasts_in.inc();
+        let target = Target::Room(room);
+        self.deliver_local(&target, &frame, if echo { None } else { Some(slot) });
+        self.post_to_others(&target, &frame, None);
+    }
+
+    /// Another core's message for our connections.
+    pub(crate) fn on_deliver(
+        &mut self,
+        target: Target,
+        frame: Arc<[u8]>,
+        reply: Option<ReplyTo>,
+        sent_ns: u64,
+    ) {
+        self.stats()
+            .record_hop(ws_common::payload::now_ns().saturating_sub(sent_ns));
+        let count = self.deliver_local(&target, &frame, None);
+        if let Some(r) = reply {
+            if r.core < self.outbox.len() {
+                self.outbox[r.core].push(CoreMsg::Delivered {
+                    request: r.request,
+                    count,
+                });
+            }
+        }
+    }
+
+    /// `POST /push/ID` or `POST /broadcast/NAME` with its body: deliver here, ask the others.
+    pub(crate) fn start_ask(&mut self, slot: u32, gen: u32, ask: Ask, target: Target, body: &[u8]) {
+        let frame: Arc<[u8]> = Arc::from(frame::encode(op::BINARY, body));
+        if ask == Ask::Broadcast {
+            self.stats().broadcasts_in.inc();
+        }
+        let local = self.deliver_local(&target, &frame, None);
+        let others = self.outbox.len() - 1;
+        if let Some(conn) = self.conns.get(slot, gen) {
+            conn.phase = Phase::Waiting;
+        }
+        if others == 0 {
+            self.answer_ask(slot, gen, ask, local);
+            return;
+        }
+        self.next_request += 1;
+        let request = self.next_request;
+        self.pending.insert(
+            request,
+            Pending {
+                slot,
+                gen,
+                ask,
+                waiting: others,
+                count: local,
+            },
+        );
+        self.post_to_others(
+            &target,
+            &frame,
+            Some(ReplyTo {
+                core: self.idx,
+                request,
+            }),
+        );
+    }
+
+    pub(crate) fn on_delivered(&mut self, request: u64, count: u64) {
+        let Some(p) = self.pending.get_mut(&request) else {
+            return;
+        };
+        p.count += count;
+        p.waiting -= 1;
+        if p.waiting == 0 {
+            if let Some(p) = self.pending.remove(&request) {
+                self.answer_ask(p.slot, p.gen, p.ask, p.count);
+            }
+        }
+    }
+
+    fn answer_ask(&mut self, slot: u32, gen: u32, ask: Ask, count: u64) {
+        let body = format!("{count}\n");
+        let resp = if ask == Ask::Push && count == 0 {
+            self.stats().push_misses.inc();
+            handshake::http_response(404, "", "text/plain", body.as_bytes())
+        } else {
+            if ask == Ask::Push {
+                self.stats().push_hits.inc();
+            }
+            handshake::http_response(200, "", "text/plain", body.as_bytes())
+        };
+        if self.conns.get(slot, gen).is_some() {
+            self.send_bytes(slot, gen, &resp);
+            self.linger(slot, gen);
+        }
+    }
+}
