@@ -94,6 +94,9 @@ pub struct RunConfig {
 /// Descriptors kept aside for stdio, epoll instances, report files and the like.
 pub const FD_RESERVE: u64 = 64;
 
+/// Largest `--max-frame` accepted.
+pub const MAX_FRAME_LIMIT: usize = 1 << 30;
+
 /// Largest echo payload accepted.
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
@@ -149,6 +152,12 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             "--payload {} must be between {} (the stamp: magic, sender, sequence, send time) and {MAX_PAYLOAD}",
             a.payload,
             ws_common::payload::HEADER_LEN
+        ));
+    }
+    if a.max_frame > MAX_FRAME_LIMIT {
+        return Err(format!(
+            "--max-frame {} is over the {MAX_FRAME_LIMIT}-byte limit",
+            a.max_frame
         ));
     }
     if a.payload > a.max_frame {

@@ -727,7 +727,9 @@ impl Worker {
             _ => rest.len(),
         };
         let rb = &mut self.conns[idx].rbuf;
-        rb.reserve_exact(want.max(rest.len()));
+        // Sized for the whole frame when it is announced, but never more than 1 MiB up front:
+        // a server announcing huge frames makes us grow as bytes arrive, not allocate at once.
+        rb.reserve_exact(want.min(1 << 20).max(rest.len()));
         rb.extend_from_slice(rest);
     }
 

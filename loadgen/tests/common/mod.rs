@@ -215,3 +215,58 @@ impl Run {
         )
     }
 }
+
+/// A raw TCP server that reads one request head and then runs `script` on the socket: for
+/// servers that misbehave in ways a WebSocket library will not.
+pub struct RawServer {
+    pub addr: SocketAddr,
+}
+
+impl RawServer {
+    pub fn start<F>(script: F) -> Self
+    where
+        F: Fn(&mut TcpStream, &str) + Send + Sync + 'static,
+    {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(script);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(64) {
+                let Ok(mut s) = stream else { continue };
+                let script = script.clone();
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&buf).into_owned();
+                    script(&mut s, &req);
+                    // Hold the socket open a little so the client sees data before EOF.
+                    std::thread::sleep(Duration::from_millis(1500));
+                });
+            }
+        });
+        Self { addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a request head.
+pub fn request_key(req: &str) -> String {
+    req.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
