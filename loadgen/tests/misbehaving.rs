@@ -145,3 +145,57 @@ fn server_close_codes_are_counted_and_frames_after_101_are_read() {
     assert_eq!(r.u("/close_codes/4001"), 3, "{}", r.explain());
     assert_eq!(r.u("/drop_classes/close_4001"), 3, "{}", r.explain());
 }
+
+#[test]
+fn path_query_origin_and_headers_reach_the_server() {
+    let s = RawServer::start(|s, req| {
+        let ok = req.starts_with("GET /ws?room=a&user=7 HTTP/1.1\r\n")
+            && req.contains("\r\nOrigin: http://app.test\r\n")
+            && req.contains("\r\nX-Test: one\r\n")
+            && req.contains("\r\nCookie: a=b\r\n")
+            && req.contains("\r\nSec-WebSocket-Version: 13\r\n");
+        if ok {
+            let _ = s.write_all(&upgrade(&request_key(req), None));
+        } else {
+            let _ = s.write_all(&ws_common::handshake::http_response(
+                400,
+                "",
+                "text/plain",
+                b"no",
+            ));
+        }
+    });
+    let url = format!("ws://{}/ws?room=a&user=7", s.addr);
+    let r = run_loadgen(
+        &url,
+        &[
+            "-c",
+            "2",
+            "-d",
+            "500ms",
+            "--scenario",
+            "hold",
+            "--origin",
+            "http://app.test",
+            "-H",
+            "X-Test: one",
+            "--header",
+            "Cookie: a=b",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.explain());
+    assert_eq!(r.u("/connections/established"), 2, "{}", r.explain());
+}
+
+#[test]
+fn every_key_is_fresh() {
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let k2 = keys.clone();
+    let s = RawServer::start(move |s, req| {
+        k2.lock().unwrap().insert(request_key(req));
+        let _ = s.write_all(&upgrade(&request_key(req), None));
+    });
+    let r = run_loadgen(&s.url(), &["-c", "10", "-d", "500ms", "--scenario", "hold"]);
+    assert_eq!(r.u("/connections/established"), 10, "{}", r.explain());
+    assert_eq!(keys.lock().unwrap().len(), 10);
+}
