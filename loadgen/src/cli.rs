@@ -38,6 +38,7 @@ descriptors).";
     name = "ws-loadgen",
     version,
     about = "Thread-per-core raw-socket WebSocket load generator that tells the truth.",
+    override_usage = "ws-loadgen [run] URL [OPTIONS]\n       ws-loadgen <COMMAND>",
     after_help = EXAMPLES
 )]
 pub struct Cli {
@@ -48,6 +49,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a load (the default when no subcommand is given).
+    #[command(after_help = EXAMPLES)]
     Run(Box<RunArgs>),
 }
 
