@@ -76,6 +76,10 @@ pub struct Core {
     /// HTTP requests waiting for other cores' delivery counts.
     pub pending: std::collections::HashMap<u64, Pending>,
     pub next_request: u64,
+    /// Publishers not read while another core is congested.
+    pub paused: Vec<(u32, u32)>,
+    /// Our inbox drained below the low mark: wake the others so they resume.
+    pub wake_others: bool,
 }
 
 impl Core {
@@ -121,6 +125,8 @@ impl Core {
             bcast_out: Vec::new(),
             pending: Default::default(),
             next_request: 0,
+            paused: Vec::new(),
+            wake_others: false,
         }
     }
 
@@ -146,6 +152,7 @@ impl Core {
 
     /// Handles everything pending: completions, connections with leftover data, inbox.
     pub fn on_wake(&mut self) {
+        self.resume_paused();
         for (slot, gen) in std::mem::take(&mut self.again) {
             self.read_ready(slot, gen);
         }
@@ -171,7 +178,22 @@ impl Core {
         if !self.again.is_empty() {
             self.waker.wake();
         }
+        if std::mem::take(&mut self.wake_others) {
+            for (i, m) in self.mailboxes.iter().enumerate() {
+                if i != self.idx {
+                    m.wake();
+                }
+            }
+        }
         self.check_drained();
+    }
+
+    /// Publishers paused for congestion go back to being read once it has cleared.
+    fn resume_paused(&mut self) {
+        if !self.paused.is_empty() && !self.congested() {
+            let paused = std::mem::take(&mut self.paused);
+            self.again.extend(paused);
+        }
     }
 
     fn on_message(&mut self, m: CoreMsg) {
@@ -271,6 +293,10 @@ impl Core {
                 return;
             };
             let fd = conn.fd;
+            if conn.has(flag::BROADCAST) && self.congested() {
+                self.paused.push((slot, gen));
+                return;
+            }
             let mut scratch = std::mem::take(&mut self.scratch);
             // SAFETY: scratch is a valid writable buffer of its length.
             let n = unsafe {
@@ -597,6 +623,10 @@ impl Core {
         self.stats()
             .conn_state_bytes
             .set(self.conns.state_bytes() as u64);
+        self.resume_paused();
+        if !self.again.is_empty() {
+            self.waker.wake();
+        }
         self.ring.submit();
         self.check_drained();
     }

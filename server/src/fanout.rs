@@ -180,6 +180,7 @@ impl Core {
             if core == self.idx {
                 continue;
             }
+            self.mailboxes[core].charge(frame.len() as u64);
             self.outbox[core].push(CoreMsg::Deliver {
                 target: target.clone(),
                 frame: frame.clone(),
@@ -199,6 +200,15 @@ impl Core {
                 self.outbox[core] = batch;
             }
         }
+    }
+
+    /// True while some other core is too far behind on what we posted to it: reading from
+    /// publishers pauses (their sockets fill, TCP slows them) until it catches up.
+    pub(crate) fn congested(&self) -> bool {
+        self.mailboxes
+            .iter()
+            .enumerate()
+            .any(|(i, m)| i != self.idx && m.congested())
     }
 
     /// A data message from a `/broadcast` client: to its room on every core.
@@ -223,6 +233,9 @@ impl Core {
         self.stats()
             .record_hop(ws_common::payload::now_ns().saturating_sub(sent_ns));
         let count = self.deliver_local(&target, &frame, None);
+        if self.inbox.release(frame.len() as u64) {
+            self.wake_others = true;
+        }
         if let Some(r) = reply {
             if r.core < self.outbox.len() {
                 self.outbox[r.core].push(CoreMsg::Delivered {

@@ -6,7 +6,15 @@
 //! completions. No core ever polls another in a loop, so an idle server uses no CPU.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// Frame bytes queued to one core above which senders stop reading from their publishers
+/// (TCP then pushes back on the publishing clients): a core that cannot keep up must not
+/// make its inbox, and the process, grow without bound.
+pub const INBOX_HIGH_BYTES: u64 = 16 << 20;
+/// ... and below which they resume.
+pub const INBOX_LOW_BYTES: u64 = 8 << 20;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -77,6 +85,8 @@ impl Waker {
 pub struct Mailbox {
     tx: Sender<CoreMsg>,
     waker: Waker,
+    /// Frame bytes posted to this core and not yet handled by it.
+    queued: Arc<AtomicU64>,
 }
 
 impl Mailbox {
@@ -85,6 +95,21 @@ impl Mailbox {
         if self.tx.send(m).is_ok() {
             self.waker.wake();
         }
+    }
+
+    /// Accounts `bytes` of frames about to be posted to this core.
+    pub fn charge(&self, bytes: u64) {
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// True when this core is behind by more than [`INBOX_HIGH_BYTES`].
+    pub fn congested(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > INBOX_HIGH_BYTES
+    }
+
+    /// Wakes the core without a message (e.g. to re-check congestion).
+    pub fn wake(&self) {
+        self.waker.wake();
     }
 
     /// Posts a batch and wakes the core once (one eventfd write for the whole batch).
@@ -102,9 +127,18 @@ impl Mailbox {
 /// The receiving side, owned by the core.
 pub struct Inbox {
     rx: Receiver<CoreMsg>,
+    queued: Arc<AtomicU64>,
 }
 
 impl Inbox {
+    /// Frame bytes handled; true when this crossed below [`INBOX_LOW_BYTES`] (senders that
+    /// paused should be told).
+    pub fn release(&self, bytes: u64) -> bool {
+        let before = self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        let after = before.saturating_sub(bytes);
+        before > INBOX_LOW_BYTES && after <= INBOX_LOW_BYTES
+    }
+
     pub fn try_recv(&self) -> Option<CoreMsg> {
         match self.rx.try_recv() {
             Ok(m) => Some(m),
@@ -116,5 +150,61 @@ impl Inbox {
 /// A new inbox for a core woken by `waker`.
 pub fn inbox(waker: Waker) -> (Mailbox, Inbox) {
     let (tx, rx) = crossbeam_channel::unbounded();
-    (Mailbox { tx, waker }, Inbox { rx })
+    let queued = Arc::new(AtomicU64::new(0));
+    (
+        Mailbox {
+            tx,
+            waker,
+            queued: queued.clone(),
+        },
+        Inbox { rx, queued },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congestion_marks_and_release_crossing() {
+        let (mb, ib) = inbox(Waker::new().unwrap());
+        assert!(!mb.congested());
+        mb.charge(INBOX_HIGH_BYTES + 1);
+        assert!(mb.congested());
+        // Still above the low mark: no resume signal yet.
+        assert!(!ib.release(INBOX_HIGH_BYTES - INBOX_LOW_BYTES));
+        assert!(!mb.congested());
+        // Crossing below the low mark signals once.
+        assert!(ib.release(2));
+        assert!(!ib.release(0));
+    }
+
+    #[test]
+    fn batch_is_delivered_in_order_with_one_wake() {
+        let w = Waker::new().unwrap();
+        let (mb, ib) = inbox(w.clone());
+        let mut batch = vec![
+            CoreMsg::Delivered {
+                request: 1,
+                count: 1,
+            },
+            CoreMsg::Delivered {
+                request: 2,
+                count: 2,
+            },
+        ];
+        mb.send_all(&mut batch);
+        assert!(batch.is_empty());
+        let mut counter = 0u64;
+        // SAFETY: reads 8 bytes into a u64.
+        let n = unsafe { libc::read(w.fd(), &mut counter as *mut u64 as *mut libc::c_void, 8) };
+        assert_eq!((n, counter), (8, 1));
+        let got: Vec<u64> = std::iter::from_fn(|| ib.try_recv())
+            .map(|m| match m {
+                CoreMsg::Delivered { request, .. } => request,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(got, vec![1, 2]);
+    }
 }
