@@ -1,0 +1,180 @@
+//! The state every task shares: settings, counters, the broadcast/push hub, shutdown.
+//!
+//! There is one [`Ctx`], leaked at start-up, so each task holds a `&'static Ctx`: no
+//! reference count is touched per connection.
+//!
+//! Counters follow ws-server's discipline: [`Counter`](ws_server::stats::Counter) is a
+//! single-writer relaxed load + store, so each tokio worker thread gets its own
+//! [`CoreStats`] slot (assigned in `on_thread_start`, kept in a thread-local) and only ever
+//! writes that one. A task that migrates between workers simply counts on whichever worker
+//! runs it at the moment. Any other thread writes the one extra slot at the end.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use ws_server::stats::CoreStats;
+
+use crate::hub::Hub;
+use crate::metrics::{Gauges, HubStats};
+
+/// What to do with a connection whose outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close it with 1008 (policy violation).
+    Close,
+    /// Drop the message for that connection only, and count it.
+    Drop,
+}
+
+/// The command line, as the tasks use it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_conns: u64,
+    pub max_message_size: usize,
+    pub ping_interval: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub allow_origin: Vec<String>,
+    /// Bytes a connection may have queued unsent (messages not yet handed to tungstenite).
+    pub send_queue_bytes: usize,
+    pub slow_consumer: SlowConsumer,
+    /// tungstenite's per-connection configuration (buffers and limits).
+    pub ws: WebSocketConfig,
+}
+
+thread_local! {
+    /// This thread's stats slot; `usize::MAX` (clamped to the extra slot) until assigned.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Assigns the calling thread its stats slot (from `on_thread_start`).
+pub fn set_slot(i: usize) {
+    SLOT.with(|s| s.set(i));
+}
+
+pub struct Ctx {
+    pub settings: Settings,
+    /// One slot per worker thread, plus one for any other thread.
+    pub stats: Box<[CoreStats]>,
+    /// The broadcast/push counters, same slots.
+    pub hub_stats: Box<[HubStats]>,
+    /// Gauges (open connections...), same slots; see [`Gauges`] for why they are atomics.
+    pub gauges: Box<[Gauges]>,
+    /// Metrics label of each slot: the worker's core, then one for the extra slot.
+    pub labels: Vec<usize>,
+    pub hub: Hub,
+    /// WebSocket connections open, all threads together (the `--max-conns` budget).
+    pub ws_open: AtomicU64,
+    /// Connection tasks alive (handshaking, open or lingering): shutdown waits for 0.
+    pub live: AtomicUsize,
+    /// Set once SIGINT/SIGTERM arrived; `stop` then wakes every task.
+    pub stopping: AtomicBool,
+    pub stop: Notify,
+    /// Connections sent Close 1001 at shutdown, and those of them still waiting for the
+    /// client's Close.
+    pub drain_sent: AtomicUsize,
+    pub drain_waiting: AtomicUsize,
+}
+
+impl Ctx {
+    pub fn new(settings: Settings, cores: &[usize]) -> Ctx {
+        let slots = cores.len() + 1;
+        let mut labels = cores.to_vec();
+        // The extra slot needs a label no worker has.
+        labels.push(cores.iter().copied().max().map_or(0, |m| m + 1));
+        Ctx {
+            settings,
+            stats: (0..slots).map(|_| CoreStats::default()).collect(),
+            hub_stats: (0..slots).map(|_| HubStats::default()).collect(),
+            gauges: (0..slots).map(|_| Gauges::default()).collect(),
+            labels,
+            hub: Hub::default(),
+            ws_open: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+            drain_sent: AtomicUsize::new(0),
+            drain_waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// The calling thread's slot.
+    #[inline]
+    pub fn slot(&self) -> usize {
+        SLOT.with(|s| s.get()).min(self.stats.len() - 1)
+    }
+
+    /// The calling thread's counters.
+    #[inline]
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats[self.slot()]
+    }
+
+    #[inline]
+    pub fn hub_stats(&self) -> &HubStats {
+        &self.hub_stats[self.slot()]
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// SIGINT/SIGTERM: every task's [`Stopped`] fires.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// Counts a connection closed for being a slow consumer (1008).
+    pub fn count_slow_close(&self) {
+        self.stats().protocol_close(ws_common::frame::close::POLICY);
+        self.hub_stats().slow_closes.inc();
+    }
+}
+
+/// A future that completes once shutdown has begun.
+///
+/// Built on a `Notified` created when the task starts (so a `notify_waiters` after that is
+/// never missed), but that `Notified` is polled only on the first poll and after the flag
+/// flips: polling a pending `Notified` takes the `Notify`'s mutex, which every connection
+/// shares, and a connection's select loop polls this on every wake. The hot path is one
+/// atomic load. (A task's waker stays valid for the task's whole life, so registering it
+/// once is enough.)
+pub struct Stopped<'a, 'b> {
+    flag: &'a AtomicBool,
+    notified: Pin<&'b mut Notified<'a>>,
+    registered: bool,
+}
+
+impl<'a, 'b> Stopped<'a, 'b> {
+    pub fn new(ctx: &'a Ctx, notified: Pin<&'b mut Notified<'a>>) -> Self {
+        Stopped {
+            flag: &ctx.stopping,
+            notified,
+            registered: false,
+        }
+    }
+}
+
+impl Future for Stopped<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if !self.registered {
+            self.registered = true;
+            return self.notified.as_mut().poll(cx);
+        }
+        Poll::Pending
+    }
+}

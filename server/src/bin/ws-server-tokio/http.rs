@@ -1,0 +1,291 @@
+//! A connection's life before (and instead of) WebSocket: read the HTTP request, route it,
+//! answer plain HTTP or upgrade.
+//!
+//! Parsing and validation are `ws_common::handshake`, shared with ws-server, so both
+//! servers refuse the same requests with the same status. The whole request (head and, for
+//! a POST, body) must arrive within `--handshake-timeout` of the accept; the head is read
+//! into one bounded heap buffer (8 KiB, the handshake limit), freed before the WebSocket
+//! phase. Bytes that followed the head in the same read are handed to tungstenite.
+//!
+//! Routes: `GET /ws` (echo), `GET /broadcast?room=NAME[&echo=false]`, either with an
+//! optional `?user=ID`; `POST /push/ID`, `POST /broadcast/NAME`; `GET /metrics`,
+//! `GET /healthz`. Every plain HTTP answer closes the connection (`Connection: close`),
+//! then lingers briefly so the client reads it rather than a reset.
+
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use ws_common::handshake::{self, parse_request, Method, Reject, Request};
+use ws_common::limits::MAX_HANDSHAKE_BYTES;
+
+use crate::conn::{self, Route};
+use crate::ctx::{Ctx, Stopped};
+use crate::metrics::Charge;
+use crate::stream::Counted;
+
+/// How long a closing connection gets to take our last bytes and send its EOF (ws-server:
+/// two one-second ticks).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// How reading the request ended, when it did not produce one.
+enum ReadEnd {
+    /// EOF or a read error before a complete head: close without answering.
+    Gone {
+        error: bool,
+    },
+    Reject(Reject),
+}
+
+/// The root of every connection task.
+pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
+    let deadline = Instant::now() + ctx.settings.handshake_timeout;
+    let home = ctx.slot();
+    let mut pending = Some(Charge::new(&ctx.gauges[home].pending, 1));
+    let mut state = Charge::new(&ctx.gauges[home].state_bytes, MAX_HANDSHAKE_BYTES as u64);
+
+    let notified = pin!(ctx.stop.notified());
+    let mut stopped = Stopped::new(ctx, notified);
+    let mut buf = Vec::new();
+    let read = tokio::select! {
+        biased;
+        _ = &mut stopped => return, // shutdown: unfinished handshakes are just closed
+        r = timeout_at(deadline, read_head(&mut stream, &mut buf)) => r,
+    };
+    let req = match read {
+        Err(_) => {
+            ctx.stats().handshake_timeout_closes.inc();
+            return;
+        }
+        Ok(Err(ReadEnd::Gone { error })) => {
+            if error {
+                ctx.stats().resets.inc();
+            }
+            return;
+        }
+        Ok(Err(ReadEnd::Reject(r))) => return reject(ctx, &mut stream, r).await,
+        Ok(Ok(req)) => req,
+    };
+
+    let path = req.path.as_str();
+    let route = match path {
+        "/ws" => Route::echo(req.query_param("user")),
+        "/broadcast" => {
+            let echo = !matches!(req.query_param("echo").as_deref(), Some("false" | "0"));
+            Route::broadcast(
+                req.query_param("room").unwrap_or_default(),
+                echo,
+                req.query_param("user"),
+            )
+        }
+        "/metrics" | "/healthz" => {
+            if req.method != Method::Get {
+                return reject(ctx, &mut stream, Reject::MethodNotAllowed).await;
+            }
+            let resp = if path == "/metrics" {
+                let body = crate::metrics::render(ctx);
+                handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes())
+            } else {
+                handshake::http_response(200, "", "text/plain", b"ok\n")
+            };
+            return finish(&mut stream, &resp).await;
+        }
+        _ => {
+            if let Some(rest) = path.strip_prefix("/push/") {
+                let user = percent_decode(rest);
+                return post(ctx, &mut stream, &req, &buf, deadline, |body| {
+                    match ctx.hub.push(ctx, &user, &body) {
+                        Some(n) => (200, n),
+                        None => (404, 0),
+                    }
+                })
+                .await;
+            }
+            if let Some(rest) = path.strip_prefix("/broadcast/") {
+                let room = percent_decode(rest);
+                return post(ctx, &mut stream, &req, &buf, deadline, |body| {
+                    (200, ctx.hub.broadcast(ctx, &room, &body, None))
+                })
+                .await;
+            }
+            return reject(ctx, &mut stream, Reject::NotFound).await;
+        }
+    };
+
+    let accept = match req.check_upgrade(&ctx.settings.allow_origin) {
+        Ok(a) => a,
+        Err(r) => return reject(ctx, &mut stream, r).await,
+    };
+    if ctx.stopping() {
+        return;
+    }
+    let max = ctx.settings.max_conns;
+    let admitted = ctx
+        .ws_open
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok();
+    if !admitted {
+        return reject(ctx, &mut stream, Reject::Unavailable).await;
+    }
+    let _admission = Admission(ctx);
+    let resp = handshake::switching_protocols(&accept);
+    match timeout_at(deadline, stream.write_all(&resp)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            ctx.stats().resets.inc();
+            return;
+        }
+        Err(_) => {
+            ctx.stats().handshake_timeout_closes.inc();
+            return;
+        }
+    }
+    let s = ctx.stats();
+    s.upgraded.inc();
+    // Gauges: no longer pending, now open (charged to the upgrading worker).
+    pending.take();
+    let home = ctx.slot();
+    let _open = Charge::new(&ctx.gauges[home].ws_open, 1);
+    let leftover = buf[req.head_len..].to_vec();
+    s.bytes_in.add(leftover.len() as u64);
+    drop(buf);
+    drop(req);
+    let ws = WebSocketStream::from_partially_read(
+        Counted::new(ctx, stream),
+        leftover,
+        Role::Server,
+        Some(ctx.settings.ws),
+    )
+    .await;
+    // What this connection holds now: its task (measured at spawn, see main.rs) is charged
+    // elsewhere; here, tungstenite's eagerly allocated read buffer.
+    state.set(ctx.settings.ws.read_buffer_size as u64);
+    conn::run(ctx, ws, route, stopped).await;
+}
+
+/// Gives back the `--max-conns` budget.
+struct Admission(&'static Ctx);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.ws_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads until `parse_request` has a complete head (or refuses it). `buf` ends up holding
+/// everything read: the head, then possibly a body or the first frames.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request, ReadEnd> {
+    buf.resize(MAX_HANDSHAKE_BYTES, 0);
+    let mut len = 0;
+    let result = loop {
+        let n = match stream.read(&mut buf[len..]).await {
+            Ok(0) => break Err(ReadEnd::Gone { error: false }),
+            Ok(n) => n,
+            Err(_) => break Err(ReadEnd::Gone { error: true }),
+        };
+        len += n;
+        // parse_request refuses with 431 once `len` reaches the limit without a full head.
+        match parse_request(&buf[..len]) {
+            Ok(None) => continue,
+            Ok(Some(req)) => break Ok(req),
+            Err(r) => break Err(ReadEnd::Reject(r)),
+        }
+    };
+    buf.truncate(len);
+    result
+}
+
+/// A `POST` route: reads the body (`Content-Length`, at most `--max-message-size`, else
+/// 413), hands it to `act` as one binary message, answers with `act`'s status and count.
+async fn post(
+    ctx: &'static Ctx,
+    stream: &mut TcpStream,
+    req: &Request,
+    buf: &[u8],
+    deadline: Instant,
+    act: impl FnOnce(Message) -> (u16, u64),
+) {
+    if req.method != Method::Post {
+        return reject(ctx, stream, Reject::MethodNotAllowed).await;
+    }
+    let len = req.content_length.unwrap_or(0);
+    if len > ctx.settings.max_message_size {
+        return reject(ctx, stream, Reject::PayloadTooLarge).await;
+    }
+    let have = &buf[req.head_len..];
+    let mut body = Vec::with_capacity(len);
+    body.extend_from_slice(&have[..have.len().min(len)]);
+    if body.len() < len {
+        let start = body.len();
+        body.resize(len, 0);
+        match timeout_at(deadline, stream.read_exact(&mut body[start..])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return, // EOF or error mid-body: nothing to answer
+            Err(_) => {
+                ctx.stats().handshake_timeout_closes.inc();
+                return;
+            }
+        }
+    }
+    let (status, n) = act(Message::Binary(body.into()));
+    let resp = handshake::http_response(status, "", "text/plain", n.to_string().as_bytes());
+    finish(stream, &resp).await;
+}
+
+async fn reject(ctx: &Ctx, stream: &mut TcpStream, r: Reject) {
+    ctx.stats().reject(r);
+    finish(stream, &r.response()).await;
+}
+
+/// Sends a complete response, half-closes, and waits (at most [`LINGER`]) for the client's
+/// EOF, discarding what it still sends, so it reads our answer instead of a reset.
+pub async fn finish(stream: &mut TcpStream, resp: &[u8]) {
+    let _ = timeout_at(Instant::now() + LINGER, async {
+        stream.write_all(resp).await?;
+        stream.shutdown().await?;
+        let mut sink = vec![0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
+/// Percent-decodes a path segment (`%20` and friends; `+` stays a `+` in a path).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a%20b"), "a b");
+        assert_eq!(super::percent_decode("a+b"), "a+b");
+        assert_eq!(super::percent_decode("%4"), "%4");
+        assert_eq!(super::percent_decode("%zz%41"), "%zzA");
+        assert_eq!(super::percent_decode(""), "");
+    }
+}

@@ -1,0 +1,239 @@
+//! Broadcast rooms and push-by-user: a registry of per-connection mailboxes.
+//!
+//! A connection that can receive messages from elsewhere (any `/broadcast` connection, and
+//! any connection that presented `?user=ID`) owns a [`Mailbox`]: an unbounded tokio mpsc
+//! whose *bytes* are bounded by an atomic budget (`--send-queue-bytes`), checked by the
+//! publisher before it queues. A full mailbox never blocks the publisher: per
+//! `--slow-consumer`, the connection is told to close with 1008, or the message is dropped
+//! for it alone. So one slow connection delays nobody, and memory stays bounded.
+//!
+//! Messages are tungstenite `Message`s whose payload is a `Bytes`: a broadcast to N
+//! connections queues N handles to one payload (tungstenite then copies it into each
+//! connection's write buffer as it frames it; that copy is inherent to tungstenite's write
+//! path).
+//!
+//! Rooms and users are [`Groups`]: a map behind an `RwLock`, each group with its own
+//! `RwLock`ed member map, so a broadcast takes two read locks and joins/leaves of different
+//! groups hardly contend. Per-sender order holds because a sender publishes its messages one
+//! after the other into FIFO mailboxes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::ctx::{Ctx, SlowConsumer};
+
+/// What a mailbox carries.
+#[derive(Debug)]
+pub enum Out {
+    /// A message and the bytes it was charged against the budget.
+    Msg(Message, usize),
+    /// The queue overflowed: close with 1008 (already counted by whoever found it full).
+    Kill,
+}
+
+/// The sending side of a connection's outbound queue.
+#[derive(Debug)]
+pub struct Mailbox {
+    /// Bytes queued and not yet handed to tungstenite.
+    queued: AtomicUsize,
+    /// A Kill was sent: further deliveries are pointless.
+    killed: AtomicBool,
+    tx: mpsc::UnboundedSender<Out>,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Full, `--slow-consumer drop`: dropped for this connection.
+    Dropped,
+    /// Full, `--slow-consumer close`: the connection was told to close.
+    Killed,
+    /// The connection is closing or gone.
+    Gone,
+}
+
+impl Mailbox {
+    pub fn new() -> (Arc<Mailbox>, mpsc::UnboundedReceiver<Out>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mb = Mailbox {
+            queued: AtomicUsize::new(0),
+            killed: AtomicBool::new(false),
+            tx,
+        };
+        (Arc::new(mb), rx)
+    }
+
+    /// Charges `cost` bytes if they fit under `limit`.
+    pub fn try_reserve(&self, cost: usize, limit: usize) -> bool {
+        self.queued
+            .fetch_update(Relaxed, Relaxed, |q| {
+                q.checked_add(cost).filter(|n| *n <= limit)
+            })
+            .is_ok()
+    }
+
+    pub fn release(&self, cost: usize) {
+        self.queued.fetch_sub(cost, Relaxed);
+    }
+
+    /// Tells the connection to close with 1008, once; counts it. False if already told.
+    pub fn kill(&self, ctx: &Ctx) -> bool {
+        if self.killed.swap(true, Relaxed) {
+            return false;
+        }
+        ctx.count_slow_close();
+        let _ = self.tx.send(Out::Kill);
+        true
+    }
+
+    /// Queues `msg` (charged `cost` bytes) under the budget and the slow-consumer policy.
+    pub fn deliver(&self, ctx: &Ctx, msg: &Message, cost: usize) -> Delivery {
+        if self.killed.load(Relaxed) {
+            return Delivery::Gone;
+        }
+        if !self.try_reserve(cost, ctx.settings.send_queue_bytes) {
+            return match ctx.settings.slow_consumer {
+                SlowConsumer::Drop => {
+                    ctx.hub_stats().slow_drops.inc();
+                    Delivery::Dropped
+                }
+                SlowConsumer::Close => {
+                    self.kill(ctx);
+                    Delivery::Killed
+                }
+            };
+        }
+        if self.tx.send(Out::Msg(msg.clone(), cost)).is_err() {
+            self.release(cost);
+            return Delivery::Gone;
+        }
+        Delivery::Queued
+    }
+}
+
+/// Connection ids, unique for the life of the process.
+pub type ConnId = u64;
+
+type Members = HashMap<ConnId, Arc<Mailbox>>;
+
+/// Named groups of mailboxes (rooms, or the connections of one user).
+#[derive(Default)]
+pub struct Groups {
+    map: RwLock<HashMap<String, Arc<RwLock<Members>>>>,
+}
+
+/// Lock helpers that shrug off poisoning: nothing panics while holding these locks, and a
+/// registry is still consistent if something did.
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Groups {
+    pub fn join(&self, name: &str, id: ConnId, mb: Arc<Mailbox>) {
+        {
+            // Fast path: the group exists. The outer read lock is held while inserting so
+            // a concurrent leave cannot remove the group in between.
+            let map = read(&self.map);
+            if let Some(g) = map.get(name) {
+                write(g).insert(id, mb);
+                return;
+            }
+        }
+        let mut map = write(&self.map);
+        let g = map.entry(name.to_string()).or_default();
+        write(g).insert(id, mb);
+    }
+
+    pub fn leave(&self, name: &str, id: ConnId) {
+        let now_empty = {
+            let map = read(&self.map);
+            let Some(g) = map.get(name) else { return };
+            let mut members = write(g);
+            members.remove(&id);
+            members.is_empty()
+        };
+        if now_empty {
+            let mut map = write(&self.map);
+            // Re-check under the outer write lock: someone may have joined meanwhile.
+            if map.get(name).is_some_and(|g| read(g).is_empty()) {
+                map.remove(name);
+            }
+        }
+    }
+
+    /// Delivers `msg` to every member but `except`. None if the group does not exist.
+    pub fn send(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        msg: &Message,
+        except: Option<ConnId>,
+    ) -> Option<u64> {
+        let g = read(&self.map).get(name)?.clone();
+        let cost = frame_cost(msg);
+        let mut delivered = 0;
+        for (id, mb) in read(&g).iter() {
+            if Some(*id) == except {
+                continue;
+            }
+            if mb.deliver(ctx, msg, cost) == Delivery::Queued {
+                delivered += 1;
+            }
+        }
+        ctx.hub_stats().deliveries.add(delivered);
+        Some(delivered)
+    }
+}
+
+/// Rooms, users and the id counter.
+#[derive(Default)]
+pub struct Hub {
+    pub rooms: Groups,
+    pub users: Groups,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn next_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Publishes into a room; returns the number of deliveries (0 for an empty room).
+    pub fn broadcast(&self, ctx: &Ctx, room: &str, msg: &Message, except: Option<ConnId>) -> u64 {
+        ctx.hub_stats().broadcasts_in.inc();
+        self.rooms.send(ctx, room, msg, except).unwrap_or(0)
+    }
+
+    /// Pushes to every connection of `user`; None when it has none.
+    pub fn push(&self, ctx: &Ctx, user: &str, msg: &Message) -> Option<u64> {
+        let n = self.users.send(ctx, user, msg, None);
+        match n {
+            Some(_) => ctx.hub_stats().push_hits.inc(),
+            None => ctx.hub_stats().push_misses.inc(),
+        }
+        n
+    }
+}
+
+/// Bytes a server data frame of this message takes on the wire (header + payload): what a
+/// queued message is charged against `--send-queue-bytes`.
+pub fn frame_cost(msg: &Message) -> usize {
+    let n = msg.len();
+    let header = if n < 126 {
+        2
+    } else if n <= u16::MAX as usize {
+        4
+    } else {
+        10
+    };
+    header + n
+}

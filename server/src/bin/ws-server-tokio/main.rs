@@ -1,0 +1,381 @@
+//! ws-server-tokio: the tokio baseline that ws-ceiling runs compare ws-server against.
+//!
+//! The same command line (`ws_server::cli::Config`), the same handshake code
+//! (`ws_common::handshake`), the same routes, limits, close codes, `/metrics` names and
+//! shutdown summary as ws-server, written the way a good tokio engineer would write a
+//! WebSocket server: a multi-threaded work-stealing runtime, one accept loop, one task per
+//! connection, tokio-tungstenite for the protocol.
+//!
+//! Tuning, each chosen for a server that holds many mostly-idle connections:
+//! - **Worker threads**: one per `--cores` entry, each pinned to its core in
+//!   `on_thread_start` (the same CPUs ws-server would use), work stealing left on.
+//! - **tungstenite buffers**: the read buffer is allocated eagerly per connection; its
+//!   default, 128 KiB, would make the baseline a strawman at a million connections. 4 KiB
+//!   ([`READ_BUFFER`]) is tungstenite's own advice for many connections, and a larger frame
+//!   still gets a buffer of its size. Replies gather in a write buffer of [`WRITE_BUFFER`]
+//!   and are flushed once per wake, so one `write()` carries the replies to a batch of
+//!   reads. `max_message_size` and `max_frame_size` are `--max-message-size` (1009 beyond).
+//! - **Outbound queue**: bounded in bytes (`--send-queue-bytes`), with `--slow-consumer`
+//!   deciding between close 1008 and dropping; a writer that cannot write for
+//!   [`conn::WRITE_TIMEOUT`] closes the same way.
+//! - **Sockets**: `TCP_NODELAY` on every accepted socket; the listen backlog is
+//!   `net.core.somaxconn` unless `--backlog`; the open-files limit is raised to its hard
+//!   limit at start-up.
+//! - **Shared state**: counters are per worker thread (no shared cache line written per
+//!   message); the shutdown signal costs one atomic load per wake (see `ctx::Stopped`).
+//!
+//! Modules: [`ctx`] shared state, [`http`] request and routing, [`conn`] the WebSocket
+//! loop, [`hub`] rooms/users/mailboxes, [`metrics`] the page, [`stream`] the counted socket.
+
+mod conn;
+mod ctx;
+mod http;
+mod hub;
+mod metrics;
+mod stream;
+
+use std::io::Write as _;
+use std::os::fd::FromRawFd;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Arg, CommandFactory, FromArgMatches};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use ws_server::cli::Config;
+
+use crate::ctx::{Ctx, Settings, SlowConsumer, Stopped};
+use crate::metrics::Charge;
+
+/// Name used in messages.
+const NAME: &str = "ws-server-tokio";
+/// Back-off after an accept error (EMFILE...), so a full descriptor table cannot spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// tungstenite's read buffer per connection (see the module doc).
+pub const READ_BUFFER: usize = 4 * 1024;
+/// tungstenite's write buffer target per connection (see the module doc).
+pub const WRITE_BUFFER: usize = 8 * 1024;
+
+const LONG_ABOUT: &str = "\
+tokio baseline WebSocket server: what ws-ceiling compares ws-server against.
+
+A multi-threaded tokio runtime with one worker thread per --cores entry (each pinned to
+its core), one accept loop, one task per connection, tokio-tungstenite for the protocol.
+Same flags, routes, limits, close codes and /metrics as ws-server. Routes: `GET /ws`
+(echo), `GET /broadcast?room=NAME`, `POST /push/ID`, `POST /broadcast/NAME`,
+`GET /metrics`, `GET /healthz`.
+
+Examples:
+  ws-server-tokio                                  # 127.0.0.1:9001, every core
+  ws-server-tokio --listen 0.0.0.0:9001 --cores 0-3 --max-conns 1000000";
+
+fn main() {
+    std::process::exit(run());
+}
+
+/// The command line: ws-server's `Config`, plus `--send-queue-bytes` and `--slow-consumer`
+/// for as long as `Config` does not define them itself (when it does, its own are used).
+fn parse_cli() -> (Config, usize, SlowConsumer) {
+    let mut cmd = Config::command()
+        .name(NAME)
+        .bin_name(NAME)
+        .about("tokio baseline WebSocket server: what ws-ceiling compares ws-server against.")
+        .long_about(LONG_ABOUT);
+    let has = |cmd: &clap::Command, id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
+    if !has(&cmd, "send_queue_bytes") {
+        cmd = cmd.arg(
+            Arg::new("send_queue_bytes")
+                .long("send-queue-bytes")
+                .value_name("BYTES")
+                .value_parser(clap::value_parser!(usize))
+                .default_value(&*Box::leak(
+                    ws_common::limits::DEFAULT_SEND_QUEUE_BYTES
+                        .to_string()
+                        .into_boxed_str(),
+                ))
+                .help(
+                    "Bytes a connection may have queued unsent before --slow-consumer applies \
+                     (at least twice --max-message-size)",
+                ),
+        );
+    }
+    if !has(&cmd, "slow_consumer") {
+        cmd = cmd.arg(
+            Arg::new("slow_consumer")
+                .long("slow-consumer")
+                .value_name("POLICY")
+                .value_parser(["close", "drop"])
+                .default_value("close")
+                .help(
+                    "What a full send queue does: close the connection with 1008, or drop \
+                     the message for that connection",
+                ),
+        );
+    }
+    let m = cmd.get_matches();
+    let cfg = Config::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+    let raw = |id: &str| -> Option<String> {
+        m.try_get_raw(id)
+            .ok()
+            .flatten()
+            .and_then(|mut v| v.next())
+            .and_then(|s| s.to_str())
+            .map(|s| s.trim().to_ascii_lowercase())
+    };
+    let send_queue = raw("send_queue_bytes")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ws_common::limits::DEFAULT_SEND_QUEUE_BYTES);
+    let slow = match raw("slow_consumer").as_deref() {
+        Some("drop") => SlowConsumer::Drop,
+        _ => SlowConsumer::Close,
+    };
+    (cfg, send_queue, slow)
+}
+
+fn settings(cfg: &Config, send_queue: usize, slow: SlowConsumer) -> Settings {
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let max = cfg.max_message_size;
+    // As ws-server's Settings: room for at least two messages of the largest size.
+    let send_queue_bytes = send_queue.max(max * 2 + 64);
+    let ws = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // A safety net only: we hand tungstenite a message only when its Sink is ready
+        // (previous buffer flushed), so its buffer stays near WRITE_BUFFER + one frame.
+        .max_write_buffer_size(WRITE_BUFFER + send_queue_bytes)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    Settings {
+        max_conns: cfg.max_conns.unwrap_or(u64::MAX),
+        max_message_size: max,
+        ping_interval: secs(cfg.ping_interval),
+        idle_timeout: secs(cfg.idle_timeout),
+        handshake_timeout: Duration::from_secs(cfg.handshake_timeout.max(1)),
+        drain_timeout: Duration::from_secs(cfg.drain_timeout),
+        allow_origin: cfg.allow_origin.clone(),
+        send_queue_bytes,
+        slow_consumer: slow,
+        ws,
+    }
+}
+
+/// What the shutdown summary reports.
+struct Summary {
+    drained_from: usize,
+    forced: usize,
+}
+
+fn run() -> i32 {
+    let (cfg, send_queue, slow) = parse_cli();
+    if let Err(e) = cfg.validate() {
+        eprintln!("{NAME}: {e}");
+        return 2;
+    }
+    let cores = match ws_common::cores::resolve_cores(cfg.cores.as_deref()) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            eprintln!("{NAME}: no cores to run on");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("{NAME}: --cores: {e}");
+            return 2;
+        }
+    };
+    let (soft, hard) = ws_common::metrics::raise_nofile_to_hard();
+    let backlog = cfg.backlog.unwrap_or_else(ws_server::listener::somaxconn);
+    // One listening socket, with ws-server's check that no stale server holds the port.
+    let (fds, bound) = match ws_server::listener::bind_all(cfg.listen, 1, backlog) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{NAME}: {e}");
+            return 2;
+        }
+    };
+    let Some(&fd) = fds.first() else {
+        eprintln!("{NAME}: no listening socket");
+        return 2;
+    };
+    // SAFETY: bind_all returned this fd to us (non-blocking, listening); nothing else owns it.
+    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+
+    let ctx: &'static Ctx = Box::leak(Box::new(Ctx::new(settings(&cfg, send_queue, slow), &cores)));
+
+    // Worker threads: each takes the next stats slot and pins itself to its core. The
+    // workers are the first threads the runtime starts (at build time); any later thread
+    // (the blocking pool, unused here) gets the extra slot.
+    let n = cores.len();
+    let started = Arc::new(AtomicUsize::new(0));
+    let pin_failed = Arc::new(AtomicBool::new(false));
+    let rt = {
+        let started = started.clone();
+        let pin_failed = pin_failed.clone();
+        let cores = cores.clone();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .thread_name("ws-tokio-worker")
+            .enable_all()
+            .on_thread_start(move || {
+                let i = started.fetch_add(1, Ordering::SeqCst);
+                if i < n {
+                    ctx::set_slot(i);
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cores[i] }) {
+                        pin_failed.store(true, Ordering::SeqCst);
+                    }
+                } else {
+                    ctx::set_slot(n);
+                }
+            })
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{NAME}: cannot start the tokio runtime: {e}");
+            return 2;
+        }
+    };
+    for _ in 0..5000 {
+        if started.load(Ordering::SeqCst) >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if pin_failed.load(Ordering::SeqCst) {
+        eprintln!("{NAME}: cannot pin a worker thread to its core (cores {cores:?})");
+        return 2;
+    }
+
+    let summary = rt.block_on(async {
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("{NAME}: cannot register the listener: {e}");
+                return Err(2);
+            }
+        };
+        // Signals first, so a SIGTERM right after "listening" is never lost.
+        let (mut sigint, mut sigterm) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{NAME}: cannot install signal handlers: {e}");
+                return Err(2);
+            }
+        };
+        tokio::spawn(accept_loop(ctx, listener));
+
+        let s = &ctx.settings;
+        eprintln!(
+            "{NAME}: {n} worker thread(s) pinned to cores {cores:?}; open-files limit {soft} \
+             (hard {hard}): at most ~{} connections per process",
+            soft.saturating_sub(16)
+        );
+        eprintln!(
+            "{NAME}: per connection: tungstenite read buffer {READ_BUFFER} B, write buffer \
+             {WRITE_BUFFER} B; send queue {} B, slow consumers: {}",
+            s.send_queue_bytes,
+            match s.slow_consumer {
+                SlowConsumer::Close => "close 1008",
+                SlowConsumer::Drop => "drop",
+            }
+        );
+        if cfg.allow_origin.is_empty() {
+            eprintln!("{NAME}: no --allow-origin given: any Origin is accepted (development mode)");
+        }
+        println!("listening on {bound}");
+        let _ = std::io::stdout().flush();
+
+        let sig = tokio::select! {
+            _ = sigint.recv() => libc::SIGINT,
+            _ = sigterm.recv() => libc::SIGTERM,
+        };
+        eprintln!("{NAME}: signal {sig}: draining (send it again to exit at once)");
+        ctx.begin_stop();
+        let deadline = Instant::now() + s.drain_timeout;
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => second_signal(),
+                _ = sigterm.recv() => second_signal(),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if ctx.live.load(Ordering::Acquire) == 0 || Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(Summary {
+            drained_from: ctx.drain_sent.load(Ordering::Acquire),
+            forced: ctx.drain_waiting.load(Ordering::Acquire),
+        })
+    });
+    let summary = match summary {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // Whatever is left (connections cut at the deadline, lingerers) is dropped with the
+    // runtime: their sockets close.
+    rt.shutdown_background();
+    let accepted: u64 = ctx.stats.iter().map(|s| s.accepted.get()).sum();
+    println!(
+        "{NAME}: stopped; {} connection(s) open at shutdown got Close 1001, {} cut at the drain deadline; {} accepted in all",
+        summary.drained_from, summary.forced, accepted
+    );
+    let _ = std::io::stdout().flush();
+    0
+}
+
+fn second_signal() {
+    eprintln!("{NAME}: second signal: exiting now");
+    let _ = std::io::stdout().flush();
+    std::process::exit(1);
+}
+
+/// Accepts until shutdown; one task per connection.
+async fn accept_loop(ctx: &'static Ctx, listener: TcpListener) {
+    let notified = pin!(ctx.stop.notified());
+    let mut stopped = Stopped::new(ctx, notified);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                ctx.stats().accepted.inc();
+                let _ = stream.set_nodelay(true);
+                let fut = http::serve(ctx, stream);
+                // The task's own memory, charged to ws_connection_state_bytes.
+                let task_bytes = std::mem::size_of_val(&fut) as u64;
+                let home = ctx.slot();
+                ctx.live.fetch_add(1, Ordering::AcqRel);
+                tokio::spawn(async move {
+                    let _live = Live(ctx);
+                    let _mem = Charge::new(&ctx.gauges[home].state_bytes, task_bytes);
+                    fut.await
+                });
+            }
+            Err(e) => {
+                ctx.stats().accept_error(e.raw_os_error().unwrap_or(0));
+                // EMFILE & co: the listener stays readable, so retrying at once would spin.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+    // The listener closes here: new connections are refused from now on.
+}
+
+/// Counts a connection task as alive until it ends.
+struct Live(&'static Ctx);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
