@@ -965,20 +965,20 @@ fn server_side_broadcast_and_push() {
     let mut e2 = srv.ws("/ws?user=bob");
 
     let (status, body) = srv.post("/broadcast/news%20room", b"headline");
-    assert_eq!((status, body.as_str()), (200, "2"));
+    assert_eq!((status, body.as_str()), (200, "2\n"));
     for ws in [&mut r1, &mut r2] {
         assert_eq!(next_data(ws), Message::binary(b"headline".to_vec()));
     }
     let (status, body) = srv.post("/broadcast/empty", b"nobody");
-    assert_eq!((status, body.as_str()), (200, "0"));
+    assert_eq!((status, body.as_str()), (200, "0\n"));
 
     let (status, body) = srv.post("/push/alice", b"for alice");
-    assert_eq!((status, body.as_str()), (200, "2"));
+    assert_eq!((status, body.as_str()), (200, "2\n"));
     for ws in [&mut r1, &mut e1] {
         assert_eq!(next_data(ws), Message::binary(b"for alice".to_vec()));
     }
-    let (status, _) = srv.post("/push/carol", b"nobody");
-    assert_eq!(status, 404);
+    let (status, body) = srv.post("/push/carol", b"nobody");
+    assert_eq!((status, body.as_str()), (404, "0\n"));
     let (status, _) = srv.post("/push/bob", &[b'x'; 1001]);
     assert_eq!(status, 413);
     // A body split over several packets, after the head.
@@ -990,11 +990,15 @@ fn server_side_broadcast_and_push() {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert_eq!(status_of(&out), 200, "{out}");
-    assert!(out.ends_with("\r\n\r\n1"), "{out}");
+    assert!(out.ends_with("\r\n\r\n1\n"), "{out}");
     assert_eq!(next_data(&mut e2), Message::binary(b"helloworld".to_vec()));
-    // The wrong method on a POST route, and on a WebSocket route.
+    // Refused as ws-server refuses them: the wrong method, an empty name, no length.
     let (status, _) = srv.http(b"GET /push/bob HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(status, 405);
+    let (status, _) = srv.post("/push/", b"x");
+    assert_eq!(status, 404);
+    let (status, _) = srv.http(b"POST /broadcast/news HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 400);
     // Pushed and broadcast messages do not disturb echo.
     e1.send(Message::text("echo")).unwrap();
     assert_eq!(next_data(&mut e1), Message::text("echo"));
@@ -1006,6 +1010,10 @@ fn server_side_broadcast_and_push() {
     assert_eq!(sum_metric(&m, "ws_deliveries_total", ""), 5);
     assert_eq!(
         sum_metric(&m, "ws_handshake_rejections_total", "status=\"413\""),
+        1
+    );
+    assert_eq!(
+        sum_metric(&m, "ws_handshake_rejections_total", "status=\"405\""),
         1
     );
 }

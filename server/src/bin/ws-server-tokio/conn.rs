@@ -35,7 +35,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use ws_common::frame::close;
 
-use crate::ctx::{Ctx, SlowConsumer, Stopped};
+use ws_server::cli::SlowConsumer;
+
+use crate::ctx::{Ctx, Stopped};
 use crate::http::LINGER;
 use crate::hub::{frame_cost, ConnId, Mailbox, Out};
 use crate::stream::Counted;
@@ -343,7 +345,7 @@ impl Conn {
         }
         match self.ctx.settings.slow_consumer {
             SlowConsumer::Drop => {
-                self.ctx.hub_stats().slow_drops.inc();
+                self.ctx.stats().slow_consumer_drops.inc();
                 None
             }
             SlowConsumer::Close => {

@@ -19,19 +19,11 @@ use std::time::Duration;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use ws_server::cli::SlowConsumer;
 use ws_server::stats::CoreStats;
 
 use crate::hub::Hub;
-use crate::metrics::{Gauges, HubStats};
-
-/// What to do with a connection whose outbound queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowConsumer {
-    /// Close it with 1008 (policy violation).
-    Close,
-    /// Drop the message for that connection only, and count it.
-    Drop,
-}
+use crate::metrics::Gauges;
 
 /// The command line, as the tasks use it.
 #[derive(Debug, Clone)]
@@ -64,8 +56,6 @@ pub struct Ctx {
     pub settings: Settings,
     /// One slot per worker thread, plus one for any other thread.
     pub stats: Box<[CoreStats]>,
-    /// The broadcast/push counters, same slots.
-    pub hub_stats: Box<[HubStats]>,
     /// Gauges (open connections...), same slots; see [`Gauges`] for why they are atomics.
     pub gauges: Box<[Gauges]>,
     /// Metrics label of each slot: the worker's core, then one for the extra slot.
@@ -93,7 +83,6 @@ impl Ctx {
         Ctx {
             settings,
             stats: (0..slots).map(|_| CoreStats::default()).collect(),
-            hub_stats: (0..slots).map(|_| HubStats::default()).collect(),
             gauges: (0..slots).map(|_| Gauges::default()).collect(),
             labels,
             hub: Hub::default(),
@@ -118,11 +107,6 @@ impl Ctx {
         &self.stats[self.slot()]
     }
 
-    #[inline]
-    pub fn hub_stats(&self) -> &HubStats {
-        &self.hub_stats[self.slot()]
-    }
-
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -135,8 +119,9 @@ impl Ctx {
 
     /// Counts a connection closed for being a slow consumer (1008).
     pub fn count_slow_close(&self) {
-        self.stats().protocol_close(ws_common::frame::close::POLICY);
-        self.hub_stats().slow_closes.inc();
+        let s = self.stats();
+        s.protocol_close(ws_common::frame::close::POLICY);
+        s.slow_consumer_closes.inc();
     }
 }
 

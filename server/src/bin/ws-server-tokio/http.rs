@@ -77,7 +77,7 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
     let route = match path {
         "/ws" => Route::echo(req.query_param("user")),
         "/broadcast" => {
-            let echo = !matches!(req.query_param("echo").as_deref(), Some("false" | "0"));
+            let echo = req.query_param("echo").as_deref() != Some("false");
             Route::broadcast(
                 req.query_param("room").unwrap_or_default(),
                 echo,
@@ -98,18 +98,16 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
         }
         _ => {
             if let Some(rest) = path.strip_prefix("/push/") {
-                let user = percent_decode(rest);
-                return post(ctx, &mut stream, &req, &buf, deadline, |body| {
-                    match ctx.hub.push(ctx, &user, &body) {
-                        Some(n) => (200, n),
-                        None => (404, 0),
-                    }
+                let user = handshake::percent_decode(rest);
+                return post(ctx, &mut stream, &req, &buf, deadline, &user, |body| {
+                    let n = ctx.hub.push(ctx, &user, &body);
+                    (if n == 0 { 404 } else { 200 }, n)
                 })
                 .await;
             }
             if let Some(rest) = path.strip_prefix("/broadcast/") {
-                let room = percent_decode(rest);
-                return post(ctx, &mut stream, &req, &buf, deadline, |body| {
+                let room = handshake::percent_decode(rest);
+                return post(ctx, &mut stream, &req, &buf, deadline, &room, |body| {
                     (200, ctx.hub.broadcast(ctx, &room, &body, None))
                 })
                 .await;
@@ -203,20 +201,27 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request,
     result
 }
 
-/// A `POST` route: reads the body (`Content-Length`, at most `--max-message-size`, else
-/// 413), hands it to `act` as one binary message, answers with `act`'s status and count.
+/// A `POST` route, checked as ws-server does (405 for another method, 404 for an empty
+/// name, 400 without `Content-Length`, 413 over `--max-message-size`): reads the body,
+/// hands it to `act` as one binary message, answers with `act`'s status and count.
 async fn post(
     ctx: &'static Ctx,
     stream: &mut TcpStream,
     req: &Request,
     buf: &[u8],
     deadline: Instant,
+    name: &str,
     act: impl FnOnce(Message) -> (u16, u64),
 ) {
     if req.method != Method::Post {
         return reject(ctx, stream, Reject::MethodNotAllowed).await;
     }
-    let len = req.content_length.unwrap_or(0);
+    if name.is_empty() {
+        return reject(ctx, stream, Reject::NotFound).await;
+    }
+    let Some(len) = req.content_length else {
+        return reject(ctx, stream, Reject::BadRequest).await;
+    };
     if len > ctx.settings.max_message_size {
         return reject(ctx, stream, Reject::PayloadTooLarge).await;
     }
@@ -236,7 +241,7 @@ async fn post(
         }
     }
     let (status, n) = act(Message::Binary(body.into()));
-    let resp = handshake::http_response(status, "", "text/plain", n.to_string().as_bytes());
+    let resp = handshake::http_response(status, "", "text/plain", format!("{n}\n").as_bytes());
     finish(stream, &resp).await;
 }
 
@@ -256,36 +261,4 @@ pub async fn finish(stream: &mut TcpStream, resp: &[u8]) {
         Ok::<(), std::io::Error>(())
     })
     .await;
-}
-
-/// Percent-decodes a path segment (`%20` and friends; `+` stays a `+` in a path).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(super::percent_decode("a%20b"), "a b");
-        assert_eq!(super::percent_decode("a+b"), "a+b");
-        assert_eq!(super::percent_decode("%4"), "%4");
-        assert_eq!(super::percent_decode("%zz%41"), "%zzA");
-        assert_eq!(super::percent_decode(""), "");
-    }
 }

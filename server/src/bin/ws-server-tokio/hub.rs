@@ -24,7 +24,9 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::ctx::{Ctx, SlowConsumer};
+use ws_server::cli::SlowConsumer;
+
+use crate::ctx::Ctx;
 
 /// What a mailbox carries.
 #[derive(Debug)]
@@ -99,7 +101,7 @@ impl Mailbox {
         if !self.try_reserve(cost, ctx.settings.send_queue_bytes) {
             return match ctx.settings.slow_consumer {
                 SlowConsumer::Drop => {
-                    ctx.hub_stats().slow_drops.inc();
+                    ctx.stats().slow_consumer_drops.inc();
                     Delivery::Dropped
                 }
                 SlowConsumer::Close => {
@@ -189,7 +191,7 @@ impl Groups {
                 delivered += 1;
             }
         }
-        ctx.hub_stats().deliveries.add(delivered);
+        ctx.stats().deliveries.add(delivered);
         Some(delivered)
     }
 }
@@ -209,16 +211,18 @@ impl Hub {
 
     /// Publishes into a room; returns the number of deliveries (0 for an empty room).
     pub fn broadcast(&self, ctx: &Ctx, room: &str, msg: &Message, except: Option<ConnId>) -> u64 {
-        ctx.hub_stats().broadcasts_in.inc();
+        ctx.stats().broadcasts_in.inc();
         self.rooms.send(ctx, room, msg, except).unwrap_or(0)
     }
 
-    /// Pushes to every connection of `user`; None when it has none.
-    pub fn push(&self, ctx: &Ctx, user: &str, msg: &Message) -> Option<u64> {
-        let n = self.users.send(ctx, user, msg, None);
-        match n {
-            Some(_) => ctx.hub_stats().push_hits.inc(),
-            None => ctx.hub_stats().push_misses.inc(),
+    /// Pushes to every connection of `user`; returns the number of deliveries (0 is a
+    /// miss, answered 404, as ws-server: no connection, or every one of them full).
+    pub fn push(&self, ctx: &Ctx, user: &str, msg: &Message) -> u64 {
+        let n = self.users.send(ctx, user, msg, None).unwrap_or(0);
+        if n == 0 {
+            ctx.stats().push_misses.inc();
+        } else {
+            ctx.stats().push_hits.inc();
         }
         n
     }

@@ -41,14 +41,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Arg, CommandFactory, FromArgMatches};
+use clap::{CommandFactory, FromArgMatches};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use ws_server::cli::Config;
+use ws_server::cli::{Config, SlowConsumer};
 
-use crate::ctx::{Ctx, Settings, SlowConsumer, Stopped};
+use crate::ctx::{Ctx, Settings, Stopped};
 use crate::metrics::Charge;
 
 /// Name used in messages.
@@ -77,70 +77,21 @@ fn main() {
     std::process::exit(run());
 }
 
-/// The command line: ws-server's `Config`, plus `--send-queue-bytes` and `--slow-consumer`
-/// for as long as `Config` does not define them itself (when it does, its own are used).
-fn parse_cli() -> (Config, usize, SlowConsumer) {
-    let mut cmd = Config::command()
+/// The command line: ws-server's `Config`, under this binary's name.
+fn parse_cli() -> Config {
+    let m = Config::command()
         .name(NAME)
         .bin_name(NAME)
         .about("tokio baseline WebSocket server: what ws-ceiling compares ws-server against.")
-        .long_about(LONG_ABOUT);
-    let has = |cmd: &clap::Command, id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
-    if !has(&cmd, "send_queue_bytes") {
-        cmd = cmd.arg(
-            Arg::new("send_queue_bytes")
-                .long("send-queue-bytes")
-                .value_name("BYTES")
-                .value_parser(clap::value_parser!(usize))
-                .default_value(&*Box::leak(
-                    ws_common::limits::DEFAULT_SEND_QUEUE_BYTES
-                        .to_string()
-                        .into_boxed_str(),
-                ))
-                .help(
-                    "Bytes a connection may have queued unsent before --slow-consumer applies \
-                     (at least twice --max-message-size)",
-                ),
-        );
-    }
-    if !has(&cmd, "slow_consumer") {
-        cmd = cmd.arg(
-            Arg::new("slow_consumer")
-                .long("slow-consumer")
-                .value_name("POLICY")
-                .value_parser(["close", "drop"])
-                .default_value("close")
-                .help(
-                    "What a full send queue does: close the connection with 1008, or drop \
-                     the message for that connection",
-                ),
-        );
-    }
-    let m = cmd.get_matches();
-    let cfg = Config::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
-    let raw = |id: &str| -> Option<String> {
-        m.try_get_raw(id)
-            .ok()
-            .flatten()
-            .and_then(|mut v| v.next())
-            .and_then(|s| s.to_str())
-            .map(|s| s.trim().to_ascii_lowercase())
-    };
-    let send_queue = raw("send_queue_bytes")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(ws_common::limits::DEFAULT_SEND_QUEUE_BYTES);
-    let slow = match raw("slow_consumer").as_deref() {
-        Some("drop") => SlowConsumer::Drop,
-        _ => SlowConsumer::Close,
-    };
-    (cfg, send_queue, slow)
+        .long_about(LONG_ABOUT)
+        .get_matches();
+    Config::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
 }
 
-fn settings(cfg: &Config, send_queue: usize, slow: SlowConsumer) -> Settings {
+fn settings(cfg: &Config) -> Settings {
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let max = cfg.max_message_size;
-    // As ws-server's Settings: room for at least two messages of the largest size.
-    let send_queue_bytes = send_queue.max(max * 2 + 64);
+    let send_queue_bytes = cfg.send_queue_bytes;
     let ws = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -158,7 +109,7 @@ fn settings(cfg: &Config, send_queue: usize, slow: SlowConsumer) -> Settings {
         drain_timeout: Duration::from_secs(cfg.drain_timeout),
         allow_origin: cfg.allow_origin.clone(),
         send_queue_bytes,
-        slow_consumer: slow,
+        slow_consumer: cfg.slow_consumer,
         ws,
     }
 }
@@ -170,7 +121,7 @@ struct Summary {
 }
 
 fn run() -> i32 {
-    let (cfg, send_queue, slow) = parse_cli();
+    let cfg = parse_cli();
     if let Err(e) = cfg.validate() {
         eprintln!("{NAME}: {e}");
         return 2;
@@ -203,7 +154,7 @@ fn run() -> i32 {
     // SAFETY: bind_all returned this fd to us (non-blocking, listening); nothing else owns it.
     let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
 
-    let ctx: &'static Ctx = Box::leak(Box::new(Ctx::new(settings(&cfg, send_queue, slow), &cores)));
+    let ctx: &'static Ctx = Box::leak(Box::new(Ctx::new(settings(&cfg), &cores)));
 
     // Worker threads: each takes the next stats slot and pins itself to its core. The
     // workers are the first threads the runtime starts (at build time); any later thread
