@@ -25,6 +25,13 @@ Examples:
   ws-loadgen ws://127.0.0.1:9001/ws --scenario hold --ping-interval 5s \\
       --stages 30s:5000,60s:15000 --connect-rate 2000 --source-ip 127.0.0.2-127.0.0.9
 
+  # Broadcast: 1000 subscribers in room r, 2 of them publishing 100 msgs/s in total
+  ws-loadgen 'ws://127.0.0.1:9001/broadcast?room=r' --scenario broadcast -c 1000 \\
+      --publishers 2 --rate 100 -d 30s
+
+  # Push: 1000 users, 500 HTTP pushes/s to random users
+  ws-loadgen ws://127.0.0.1:9001/ws --scenario push -c 1000 --rate 500 -d 30s
+
   # Fail (exit 1) unless p99 < 20 ms, errors < 0.1 % and 1000 connections were open
   ws-loadgen ws://127.0.0.1:9001/ws -c 1000 --max-p99 20ms --max-error-rate 0.1% \\
       --min-connections 1000 --json report.json
@@ -61,6 +68,13 @@ pub enum ScenarioKind {
     Hold,
     /// Echo: stamped --payload byte messages at --rate, RTT, loss and order checked.
     Echo,
+    /// Broadcast: every connection subscribes to the URL's room (ws://HOST/broadcast?room=R);
+    /// --publishers of them publish stamped messages at --rate in total. Fan-out latency,
+    /// per-publisher sequence checks, expected vs received deliveries.
+    Broadcast,
+    /// Push: connections register as users (?user=u… appended to the URL); HTTP POSTs to
+    /// /push/ID at --rate in total deliver stamped messages. Delivery latency, HTTP status.
+    Push,
 }
 
 /// How live progress is shown on stderr.
@@ -116,11 +130,22 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub payload: usize,
 
-    /// Echo messages per second in total, spread over the open connections on a
-    /// constant-rate schedule (RTT measured from the intended send time). 0: closed loop,
-    /// one message in flight per connection, as fast as possible.
+    /// Messages per second in total on a constant-rate schedule, latency measured from the
+    /// intended send time: echo messages spread over the open connections, broadcast
+    /// messages spread over the publishers, or push POSTs. 0: closed loop (echo: one
+    /// message in flight per connection; broadcast: one per publisher; push: refused).
     #[arg(long, default_value_t = 1000.0, value_name = "MSGS_PER_SEC")]
     pub rate: f64,
+
+    /// Broadcast: how many connections publish (the first ones of each worker); --rate is
+    /// shared among them. With --rate 0 each publisher sends its next message when its own
+    /// previous one comes back to it (closed loop; needs the room's echo).
+    #[arg(long, default_value_t = 1, value_name = "P")]
+    pub publishers: u32,
+
+    /// Push: HTTP POSTs in flight at most, per worker (one short-lived TCP connection each).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub push_concurrency: u32,
 
     /// Retries after a failed connect or a dropped connection, with exponential back-off
     /// and jitter (0: never retry).
@@ -172,7 +197,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_ratio, value_name = "RATE")]
     pub max_error_rate: Option<f64>,
 
-    /// Threshold: p99 latency (RTT for echo, pong for hold) at most this (e.g. 200ms).
+    /// Threshold: p99 latency (RTT for echo, pong for hold, fan-out for broadcast, delivery
+    /// for push) at most this (e.g. 200ms).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_p99: Option<Duration>,
 

@@ -89,6 +89,15 @@ pub struct RunConfig {
     pub max_frame: usize,
     /// RLIMIT_NOFILE after raising the soft limit to the hard one.
     pub nofile: (u64, u64),
+    /// Broadcast: publishing connections (at most the largest stage target).
+    pub publishers: u32,
+    /// Broadcast: the `room` query parameter of the URL (empty when absent).
+    pub room: String,
+    /// Broadcast: whether a publisher gets its own messages (false with `echo=false` in the
+    /// URL query, which the server applies to every connection of the URL).
+    pub echo_self: bool,
+    /// Push: HTTP POSTs in flight per worker.
+    pub push_concurrency: u32,
 }
 
 /// Descriptors kept aside for stdio, epoll instances, report files and the like.
@@ -99,6 +108,23 @@ pub const MAX_FRAME_LIMIT: usize = 1 << 30;
 
 /// Largest echo payload accepted.
 pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// Largest memory the broadcast sequence tracking may take (16 B per subscriber and
+/// publisher).
+pub const MAX_TRACKING_BYTES: u64 = 1 << 30;
+
+/// Largest `--push-concurrency`.
+pub const MAX_PUSH_CONCURRENCY: u32 = 4096;
+
+/// The value of query parameter `name` in `url` (percent-decoded), if present.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let v = u
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned());
+    v
+}
 
 fn ns(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
@@ -166,6 +192,63 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             a.payload, a.max_frame
         ));
     }
+    let room = query_param(&a.url, "room").unwrap_or_default();
+    let echo_self = query_param(&a.url, "echo").as_deref() != Some("false");
+    let mut extra_fds = 0u64;
+    match a.scenario {
+        ScenarioKind::Broadcast => {
+            if a.publishers == 0 {
+                return Err("--publishers must be at least 1".into());
+            }
+            if a.publishers as u64 > max {
+                return Err(format!(
+                    "--publishers {} is more than the {max} connections: publishers are \
+                     connections of the run",
+                    a.publishers
+                ));
+            }
+            if a.rate == 0.0 && !echo_self {
+                return Err(
+                    "--rate 0 (closed loop: a publisher sends its next message when its own \
+                     previous one comes back) needs the room's echo; remove echo=false from the \
+                     URL or give a --rate"
+                        .into(),
+                );
+            }
+            let tracking = max * a.publishers as u64 * 16;
+            if tracking > MAX_TRACKING_BYTES {
+                return Err(format!(
+                    "{max} subscribers × {} publishers need {} MiB of sequence tracking \
+                     (16 B per pair), over the {} MiB limit: use fewer publishers or \
+                     connections per process",
+                    a.publishers,
+                    tracking >> 20,
+                    MAX_TRACKING_BYTES >> 20
+                ));
+            }
+        }
+        ScenarioKind::Push => {
+            if a.rate == 0.0 {
+                return Err(
+                    "--scenario push is open loop: give --rate (HTTP pushes per second in total)"
+                        .into(),
+                );
+            }
+            if query_param(&a.url, "user").is_some() {
+                return Err(format!(
+                    "{}: --scenario push appends its own user=… to the URL query; remove user=",
+                    a.url
+                ));
+            }
+            if a.push_concurrency == 0 || a.push_concurrency > MAX_PUSH_CONCURRENCY {
+                return Err(format!(
+                    "--push-concurrency {} must be between 1 and {MAX_PUSH_CONCURRENCY}",
+                    a.push_concurrency
+                ));
+            }
+        }
+        ScenarioKind::Hold | ScenarioKind::Echo => {}
+    }
     if a.scenario == ScenarioKind::Hold && a.ping_interval.is_zero() {
         return Err("--ping-interval must be more than 0".into());
     }
@@ -175,6 +258,10 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
     let cores = ws_common::cores::resolve_cores(a.cores.as_deref())?;
     if cores.is_empty() {
         return Err("no core to run on".into());
+    }
+    if a.scenario == ScenarioKind::Push {
+        // Each worker keeps up to --push-concurrency POST sockets open.
+        extra_fds = a.push_concurrency as u64 * cores.len() as u64;
     }
     let source_ips = a
         .source_ip
@@ -191,7 +278,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         ));
     }
     // File descriptors: one per connection plus a few per worker and the process.
-    let need = max + cores.len() as u64 + FD_RESERVE;
+    let need = max + extra_fds + cores.len() as u64 + FD_RESERVE;
     if need > nofile.0 {
         return Err(format!(
             "{max} connections need about {need} file descriptors, but RLIMIT_NOFILE allows \
@@ -203,12 +290,18 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
     }
     // Ephemeral ports: one per connection per (source address, server address).
     let ports = ephemeral_ports() * source_ips.len().max(1) as u64;
-    if max > ports {
+    if max + extra_fds > ports {
         return Err(format!(
-            "{max} connections to {} need {max} ephemeral ports, but {} source address(es) \
+            "{max} connections{} to {} need {} ephemeral ports, but {} source address(es) \
              × net.ipv4.ip_local_port_range give {ports}. Add --source-ip addresses \
              (e.g. 127.0.0.2-127.0.0.20 on loopback) or widen the port range.",
+            if extra_fds > 0 {
+                format!(" and {extra_fds} push POSTs in flight")
+            } else {
+                String::new()
+            },
             target.addr,
+            max + extra_fds,
             source_ips.len().max(1)
         ));
     }
@@ -230,6 +323,10 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         drain_ns: ns(a.drain_timeout),
         max_frame: a.max_frame,
         nofile,
+        publishers: a.publishers,
+        room,
+        echo_self,
+        push_concurrency: a.push_concurrency,
     })
 }
 

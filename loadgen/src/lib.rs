@@ -10,7 +10,10 @@
 //!   and statistics; connects, handshakes, scenario traffic, reconnects, drain.
 //! - [`conn`]: the compact per-connection slot and its states.
 //! - [`client_frame`]: parsing server→client frames.
-//! - [`scenario`]: what open connections do (hold, echo; broadcast slots in here).
+//! - [`scenario`]: what open connections do (hold, echo, broadcast, push).
+//! - [`broadcast`]: publishers' sequences, per-subscriber sequence checks, and the main
+//!   thread's merge of deliveries into "all delivered" latency.
+//! - [`push`]: HTTP `POST /push/ID` requests from the worker's epoll loop.
 //! - [`schedule`]: durations, stages, per-worker shares, constant-rate pacers.
 //! - [`stats`]: mergeable counters, failure classes and HdrHistograms.
 //! - [`report`]: the JSON/text report and the HdrHistogram interval log.
@@ -21,11 +24,13 @@
 //!
 //! See `loadgen/ARCHITECTURE.md` for why the engine is built this way.
 
+pub mod broadcast;
 pub mod cli;
 pub mod client_frame;
 pub mod config;
 pub mod conn;
 pub mod progress;
+pub mod push;
 pub mod report;
 pub mod run;
 pub mod scenario;

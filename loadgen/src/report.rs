@@ -82,7 +82,7 @@ pub struct Heartbeat {
     pub survival_rate: Option<f64>,
 }
 
-/// The four histograms (microseconds).
+/// The histograms (microseconds).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     pub unit: String,
@@ -90,17 +90,127 @@ pub struct Latency {
     pub handshake: HistSummary,
     pub rtt: HistSummary,
     pub pong: HistSummary,
+    /// Broadcast fan-out or push delivery latency (receipt − the stamp's intended send).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<HistSummary>,
+    /// Push: HTTP POST round trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HistSummary>,
 }
 
 impl Latency {
     pub fn of(h: &Hists) -> Self {
+        let some = |x: &hdrhistogram::Histogram<u64>| (!x.is_empty()).then(|| HistSummary::of(x));
         Self {
             unit: "us".into(),
             connect: HistSummary::of(&h.connect),
             handshake: HistSummary::of(&h.handshake),
             rtt: HistSummary::of(&h.rtt),
             pong: HistSummary::of(&h.pong),
+            delivery: some(&h.delivery),
+            http: some(&h.http),
         }
+    }
+}
+
+/// `--scenario broadcast` figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BroadcastReport {
+    /// The URL's `room` query parameter.
+    pub room: String,
+    /// Whether publishers receive their own messages (no `echo=false` in the URL).
+    pub echo: bool,
+    pub publishers: u32,
+    /// Most connections (all subscribers) open at once.
+    pub subscribers_peak: u32,
+    /// Messages the publishers sent.
+    pub published: u64,
+    /// Messages sent by each publisher (global publisher index).
+    pub published_per_publisher: Vec<u64>,
+    /// Per message, the connections open when it was published (less its publisher when
+    /// the room does not echo), or the deliveries received if more (subscribers that joined
+    /// while it was on its way were in the room), summed: received + missing, unless some
+    /// deliveries were late.
+    pub deliveries_expected: u64,
+    /// Deliveries of our publishers' messages received.
+    pub deliveries_received: u64,
+    /// Per message, expected − received when it was settled (a few seconds after its send
+    /// time, or at the end of the run), summed over the messages short of their count.
+    pub deliveries_missing: u64,
+    /// Per message, received − the count expected at publication, summed (subscribers
+    /// that joined while it was on its way); included in deliveries_expected.
+    pub deliveries_extra: u64,
+    /// Deliveries that arrived after their message was settled.
+    pub deliveries_late: u64,
+    /// Deliveries received per second over the load phase.
+    pub deliveries_per_s: f64,
+    /// Most deliveries received in one second.
+    pub peak_deliveries_per_s: u64,
+    /// Sequences subscribers skipped (per subscriber and publisher).
+    pub sequence_gaps: u64,
+    /// Skipped sequences never seen late: gaps − out_of_order.
+    pub sequence_lost: u64,
+    /// Deliveries below the next sequence expected that filled a gap.
+    pub out_of_order: u64,
+    /// Deliveries below the next sequence expected with no gap open.
+    pub duplicates: u64,
+    /// Data messages without a stamp of one of our publishers.
+    pub unexpected: u64,
+    /// Publishes skipped because the publisher's unsent backlog was full.
+    pub skipped_backpressure: u64,
+    /// Messages every expected subscriber received.
+    pub messages_complete: u64,
+    /// Messages still short of their expected count when settled.
+    pub messages_incomplete: u64,
+    /// Messages published while no other connection was open.
+    pub messages_no_subscriber: u64,
+    /// Messages received but never reported published (0 unless something is wrong).
+    pub messages_unmatched: u64,
+    /// complete / (complete + incomplete).
+    pub all_delivered_ratio: Option<f64>,
+    /// Per delivery: receipt − the publisher's intended send time, µs.
+    pub fanout_latency: HistSummary,
+    /// Per complete message: the last expected subscriber's receipt − the intended send
+    /// time, µs.
+    pub all_delivered_latency: HistSummary,
+}
+
+/// `--scenario push` figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PushReport {
+    /// Most connections (users) open at once.
+    pub users_peak: u32,
+    /// POSTs started.
+    pub pushes: u64,
+    pub pushes_per_s: f64,
+    /// POST outcomes: HTTP status (`200`, `404`, `413`, ...) or failure class
+    /// (`timeout`, `ECONNREFUSED`, `malformed_response`, ...).
+    pub statuses: BTreeMap<String, u64>,
+    /// POSTs not answered 200.
+    pub failed: u64,
+    /// Deliveries the server reported in its 200 answers.
+    pub deliveries_expected: u64,
+    /// Pushes received on the WebSocket connections.
+    pub deliveries_received: u64,
+    pub deliveries_per_s: f64,
+    /// Pushes answered 200 whose message never reached its connection (it closed, or the
+    /// run ended after the drain).
+    pub lost: u64,
+    pub out_of_order: u64,
+    pub unexpected: u64,
+    /// Receipt on the WebSocket − the intended send time, µs.
+    pub delivery_latency: HistSummary,
+    /// `connect()` to the HTTP answer read, µs.
+    pub http_rtt: HistSummary,
+}
+
+/// Name of a scenario's latency.
+pub fn latency_name(s: ScenarioKind) -> &'static str {
+    match s {
+        ScenarioKind::Hold => "pong",
+        ScenarioKind::Echo => "rtt",
+        ScenarioKind::Broadcast => "fanout",
+        ScenarioKind::Push => "push",
     }
 }
 
@@ -112,7 +222,8 @@ pub struct StageReport {
     pub duration_s: f64,
     /// Most connections open at once during the stage.
     pub peak_open: u32,
-    /// The scenario's latency (rtt for echo, pong for hold), µs.
+    /// The scenario's latency (rtt for echo, pong for hold, fan-out for broadcast, delivery
+    /// for push), µs.
     pub latency: HistSummary,
     pub msgs_per_s: f64,
     pub bytes_per_s: f64,
@@ -186,6 +297,12 @@ pub struct Report {
     pub exit_code: i32,
     /// Why the run could not start, when exit_code is 2.
     pub error: Option<String>,
+    /// `--scenario broadcast` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<BroadcastReport>,
+    /// `--scenario push` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushReport>,
 }
 
 fn ms(us: u64) -> String {
@@ -263,7 +380,76 @@ impl Report {
         if !self.close_codes.is_empty() {
             let _ = writeln!(s, "Close codes  {}", classes(&self.close_codes));
         }
-        if self.scenario == ScenarioKind::Echo || m.received + m.unexpected > 0 {
+        if let Some(b) = &self.broadcast {
+            let (lo, hi) = (
+                b.published_per_publisher.iter().min().copied().unwrap_or(0),
+                b.published_per_publisher.iter().max().copied().unwrap_or(0),
+            );
+            let _ = writeln!(
+                s,
+                "Broadcast    room {:?}{}  publishers {}  subscribers peak {}  published {} ({}–{} per publisher)  skipped (backpressure) {}",
+                b.room,
+                if b.echo { "" } else { " (echo=false)" },
+                b.publishers,
+                b.subscribers_peak,
+                b.published,
+                lo,
+                hi,
+                b.skipped_backpressure
+            );
+            let _ = writeln!(
+                s,
+                "Deliveries   expected {}  received {}  missing {}  extra {}  late {}  {}/s (peak {}/s)",
+                b.deliveries_expected,
+                b.deliveries_received,
+                b.deliveries_missing,
+                b.deliveries_extra,
+                b.deliveries_late,
+                si(b.deliveries_per_s),
+                b.peak_deliveries_per_s
+            );
+            let _ = writeln!(
+                s,
+                "Sequences    gaps {}  lost {}  out of order {}  duplicates {}  unexpected {}",
+                b.sequence_gaps, b.sequence_lost, b.out_of_order, b.duplicates, b.unexpected
+            );
+            let _ = writeln!(
+                s,
+                "All delivered {} of {} messages{}  incomplete {}  no subscriber {}{}",
+                b.messages_complete,
+                b.messages_complete + b.messages_incomplete,
+                b.all_delivered_ratio
+                    .map(|r| format!(" ({:.2}%)", r * 100.0))
+                    .unwrap_or_default(),
+                b.messages_incomplete,
+                b.messages_no_subscriber,
+                if b.messages_unmatched > 0 {
+                    format!("  unmatched {}", b.messages_unmatched)
+                } else {
+                    String::new()
+                }
+            );
+        } else if let Some(p) = &self.push {
+            let _ = writeln!(
+                s,
+                "Push         users peak {}  pushes {} ({}/s)  statuses {}",
+                p.users_peak,
+                p.pushes,
+                si(p.pushes_per_s),
+                classes(&p.statuses)
+            );
+            let _ = writeln!(
+                s,
+                "Deliveries   expected (200 answers) {}  received {}  lost {}  failed pushes {}  out of order {}  unexpected {}  {}/s",
+                p.deliveries_expected,
+                p.deliveries_received,
+                p.lost,
+                p.failed,
+                p.out_of_order,
+                p.unexpected,
+                si(p.deliveries_per_s)
+            );
+        } else if self.scenario == ScenarioKind::Echo || m.received + m.unexpected > 0 {
             let _ = writeln!(
                 s,
                 "Messages     sent {}  received {}  lost {}  out of order {}  unexpected {}  skipped (backpressure) {}",
@@ -293,15 +479,22 @@ impl Report {
             "Latency (ms)      count       p50       p90       p95       p99     p99.9       max"
         );
         let l = &self.latency;
-        for (name, hs) in [
-            ("connect", &l.connect),
-            ("handshake", &l.handshake),
-            ("rtt", &l.rtt),
-            ("pong", &l.pong),
-        ] {
-            if hs.count == 0 {
+        let delivery_name = latency_name(self.scenario);
+        let mut rows = vec![
+            ("connect", Some(&l.connect)),
+            ("handshake", Some(&l.handshake)),
+            ("rtt", Some(&l.rtt)),
+            ("pong", Some(&l.pong)),
+            (delivery_name, l.delivery.as_ref()),
+            ("http", l.http.as_ref()),
+        ];
+        if let Some(b) = &self.broadcast {
+            rows.push(("all-delivered", Some(&b.all_delivered_latency)));
+        }
+        for (name, hs) in rows {
+            let Some(hs) = hs.filter(|h| h.count > 0) else {
                 continue;
-            }
+            };
             let _ = writeln!(
                 s,
                 "  {:<12}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -315,11 +508,7 @@ impl Report {
                 ms(hs.max)
             );
         }
-        let lat = if self.scenario == ScenarioKind::Hold {
-            "pong"
-        } else {
-            "rtt"
-        };
+        let lat = latency_name(self.scenario);
         let _ = writeln!(
             s,
             "Stages ({lat} ms)\n  stage  target  peak open   avg ms   p95 ms   p99 ms      msgs/s  error rate  failed connects"
@@ -412,7 +601,7 @@ impl HdrLog {
             return Err(e);
         }
         let mut out = format!(
-            "#ws-loadgen interval log: one interval per second per tag (connect, handshake, rtt, pong); values in microseconds\n\
+            "#ws-loadgen interval log: one interval per second per tag (connect, handshake, rtt, pong, delivery, http); values in microseconds\n\
              #[StartTime: {start_unix_s:.3} (seconds since epoch)]\n\
              #[BaseTime: {start_unix_s:.3} (seconds since epoch)]\n\
              \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"

@@ -12,17 +12,22 @@ use hdrhistogram::Histogram;
 use ws_common::metrics::{cpu_seconds, raise_nofile_to_hard, resident_bytes};
 use ws_common::payload::now_ns;
 
+use crate::broadcast::AllDelivered;
 use crate::cli::{RunArgs, ScenarioKind};
 use crate::config::{self, RunConfig};
 use crate::progress::{Progress, Tick};
 use crate::report::{
-    ConfigEcho, Connections, HdrLog, Heartbeat, Latency, Messages, Process, Report, SecondReport,
-    StageReport,
+    BroadcastReport, ConfigEcho, Connections, HdrLog, Heartbeat, Latency, Messages, Process,
+    PushReport, Report, SecondReport, StageReport,
 };
 use crate::scenario::Scenario;
 use crate::stats::{HistSummary, Hists, Stats};
 use crate::thresholds::{Observed, Thresholds};
 use crate::worker::{Shared, Worker};
+
+/// Broadcast: a message is settled (complete or not) this long after its send time at the
+/// least.
+pub const FANOUT_HORIZON_NS: u64 = 5_000_000_000;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -55,6 +60,10 @@ struct Agg {
     slot_heap: u64,
     hdr: Option<HdrLog>,
     hold: bool,
+    /// Broadcast or push: the scenario's latency is the delivery histogram.
+    delivery: bool,
+    /// Broadcast: the "all delivered" merge.
+    fan: Option<AllDelivered>,
 }
 
 impl Agg {
@@ -75,11 +84,15 @@ impl Agg {
             slot_heap: 0,
             hdr: hdr.then(HdrLog::default),
             hold,
+            delivery: false,
+            fan: None,
         }
     }
 
     fn latency<'a>(&self, h: &'a Hists) -> &'a Histogram<u64> {
-        if self.hold {
+        if self.delivery {
+            &h.delivery
+        } else if self.hold {
             &h.pong
         } else {
             &h.rtt
@@ -112,6 +125,9 @@ impl Agg {
             self.slot_heap += h;
         }
         self.last_second[w] = Some(r.second);
+        if let (Some(f), Some(d)) = (self.fan.as_mut(), r.fanout.as_deref()) {
+            f.add(d, now_ns());
+        }
         self.finalize_seconds(false);
     }
 
@@ -206,6 +222,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
         scenario,
         start_ns: now_ns(),
         stop: stop.clone(),
+        fan: Default::default(),
         cfg,
     });
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -240,7 +257,15 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     }
 
     let hold = sh.cfg.scenario == ScenarioKind::Hold;
+    let latency_name = sh.scenario.latency_name();
     let mut agg = Agg::new(n, stage_count, args.hdr_log.is_some(), hold);
+    agg.delivery = sh.scenario.is_broadcast() || sh.scenario.is_push();
+    if let crate::scenario::Scenario::Broadcast { publishers, .. } = sh.scenario {
+        // Messages are settled this long after their send time: late enough for any
+        // delivery the drain would still wait for.
+        let horizon = FANOUT_HORIZON_NS.max(sh.cfg.drain_ns.saturating_mul(2));
+        agg.fan = Some(AllDelivered::new(publishers, horizon));
+    }
     let progress = Progress::new(args.progress, total_s);
     let mut rss_peak = rss_start;
     let mut next_tick = now_ns() + 1_000_000_000;
@@ -276,7 +301,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
                 failed: agg.total.c.connects_failed,
                 drops: agg.total.c.drops,
                 msgs_per_s: (rec - last_tick.2) as f64 / dt,
-                latency_name: if hold { "pong" } else { "rtt" },
+                latency_name,
                 p99: crate::report::short_latency(
                     (!lat.is_empty()).then(|| lat.value_at_quantile(0.99)),
                 ),
@@ -320,9 +345,21 @@ fn build_report(
     cpu: f64,
 ) -> Report {
     let cfg = &sh.cfg;
+    // Broadcast: settle the messages still tracked; their shortfalls are missing deliveries,
+    // errors of the stage they were published in.
+    let fan = agg.fan.take().map(|mut f| {
+        f.finish();
+        for (&stage, &missing) in &f.missing_by_stage {
+            if let Some(s) = agg.stages.get_mut(stage as usize) {
+                s.c.fanout_missing += missing;
+            }
+            agg.total.c.fanout_missing += missing;
+        }
+        f
+    });
     let t = &agg.total;
     let c = &t.c;
-    let hold = agg.hold;
+    let latency_name = sh.scenario.latency_name();
     let lat = agg.latency(&t.h);
     let p99 = (!lat.is_empty()).then(|| lat.value_at_quantile(0.99));
     let thresholds = Thresholds {
@@ -335,7 +372,7 @@ fn build_report(
     let outcomes = thresholds.evaluate(&Observed {
         error_rate: c.error_rate(),
         p99_us: p99,
-        latency_name: if hold { "pong" } else { "rtt" },
+        latency_name,
         peak_open: agg.peak_open,
     });
     let (exit_code, error) = if c.connects_established == 0 {
@@ -396,6 +433,55 @@ fn build_report(
     let per_conn =
         (agg.peak_open > 0).then(|| rss.1.saturating_sub(rss.0) as f64 / agg.peak_open as f64);
     let hdr = agg.hdr.take();
+    let peak_received_per_s = agg
+        .done_seconds
+        .iter()
+        .map(|s| s.msgs_received)
+        .max()
+        .unwrap_or(0);
+    let broadcast = fan.map(|f| BroadcastReport {
+        room: cfg.room.clone(),
+        echo: cfg.echo_self,
+        publishers: cfg.publishers,
+        subscribers_peak: agg.peak_open,
+        published: c.msgs_sent,
+        published_per_publisher: f.per_publisher.clone(),
+        deliveries_expected: f.expected_total,
+        deliveries_received: c.msgs_received,
+        deliveries_missing: c.fanout_missing,
+        deliveries_extra: f.extra,
+        deliveries_late: f.late,
+        deliveries_per_s: per_s(c.msgs_received, load_s),
+        peak_deliveries_per_s: peak_received_per_s,
+        sequence_gaps: c.fanout_gaps,
+        sequence_lost: c.fanout_gaps.saturating_sub(c.msgs_out_of_order),
+        out_of_order: c.msgs_out_of_order,
+        duplicates: c.fanout_duplicates,
+        unexpected: c.msgs_unexpected,
+        skipped_backpressure: c.sends_skipped_backpressure,
+        messages_complete: f.complete,
+        messages_incomplete: f.incomplete,
+        messages_no_subscriber: f.no_subscriber,
+        messages_unmatched: f.unmatched,
+        all_delivered_ratio: ratio(f.complete, f.complete + f.incomplete),
+        fanout_latency: HistSummary::of(&t.h.delivery),
+        all_delivered_latency: HistSummary::of(&f.hist),
+    });
+    let push = sh.scenario.is_push().then(|| PushReport {
+        users_peak: agg.peak_open,
+        pushes: c.msgs_sent,
+        pushes_per_s: per_s(c.msgs_sent, load_s),
+        statuses: t.push_status.clone(),
+        failed: c.push_failed,
+        deliveries_expected: c.push_deliveries_expected,
+        deliveries_received: c.msgs_received,
+        deliveries_per_s: per_s(c.msgs_received, load_s),
+        lost: c.msgs_lost,
+        out_of_order: c.msgs_out_of_order,
+        unexpected: c.msgs_unexpected,
+        delivery_latency: HistSummary::of(&t.h.delivery),
+        http_rtt: HistSummary::of(&t.h.http),
+    });
     let report = Report {
         tool: "ws-loadgen".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -478,6 +564,8 @@ fn build_report(
         thresholds: outcomes,
         exit_code,
         error,
+        broadcast,
+        push,
     };
     if let Some(path) = &args.json {
         match serde_json::to_vec_pretty(&report) {

@@ -26,7 +26,7 @@ pub fn record_ns(h: &mut Histogram<u64>, ns: u64) {
     let _ = h.record((ns + 500) / 1000);
 }
 
-/// The four latency histograms, in microseconds.
+/// The latency histograms, in microseconds.
 #[derive(Debug, Clone)]
 pub struct Hists {
     /// TCP connect: `connect()` to writable.
@@ -37,6 +37,11 @@ pub struct Hists {
     pub rtt: Histogram<u64>,
     /// Ping to pong.
     pub pong: Histogram<u64>,
+    /// Broadcast fan-out latency, or push delivery latency: receipt of a message on a
+    /// subscriber (or user) connection minus its stamp's intended send time.
+    pub delivery: Histogram<u64>,
+    /// Push: HTTP POST round trip, `connect()` to the answer read.
+    pub http: Histogram<u64>,
 }
 
 impl Default for Hists {
@@ -46,6 +51,8 @@ impl Default for Hists {
             handshake: new_hist(),
             rtt: new_hist(),
             pong: new_hist(),
+            delivery: new_hist(),
+            http: new_hist(),
         }
     }
 }
@@ -56,15 +63,19 @@ impl Hists {
         let _ = self.handshake.add(&o.handshake);
         let _ = self.rtt.add(&o.rtt);
         let _ = self.pong.add(&o.pong);
+        let _ = self.delivery.add(&o.delivery);
+        let _ = self.http.add(&o.http);
     }
 
     /// `(name, histogram)` pairs in a fixed order.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 6] {
         [
             ("connect", &self.connect),
             ("handshake", &self.handshake),
             ("rtt", &self.rtt),
             ("pong", &self.pong),
+            ("delivery", &self.delivery),
+            ("http", &self.http),
         ]
     }
 }
@@ -99,6 +110,27 @@ pub struct Counters {
     pub pongs_received: u64,
     /// Our closes the server answered with a Close frame at the end of the run.
     pub clean_closes: u64,
+    /// Broadcast: deliveries expected (per message, the connections open when it was
+    /// published, less its publisher when the room does not echo).
+    #[serde(default)]
+    pub fanout_expected: u64,
+    /// Broadcast: deliveries short of the expected count, per message, when the message was
+    /// settled (a few seconds after its send, or at the end). Set by the main thread.
+    #[serde(default)]
+    pub fanout_missing: u64,
+    /// Broadcast: sequences a subscriber skipped from a publisher (gaps; a skipped one
+    /// seen later also counts as out of order).
+    #[serde(default)]
+    pub fanout_gaps: u64,
+    /// Broadcast: deliveries below a publisher's next expected sequence with no gap open.
+    #[serde(default)]
+    pub fanout_duplicates: u64,
+    /// Push: deliveries the server reported for POSTs it answered 200.
+    #[serde(default)]
+    pub push_deliveries_expected: u64,
+    /// Push: POSTs not answered 200 (404 no such user, 413, other statuses, failures).
+    #[serde(default)]
+    pub push_failed: u64,
 }
 
 impl Counters {
@@ -121,19 +153,29 @@ impl Counters {
         self.pings_sent += o.pings_sent;
         self.pongs_received += o.pongs_received;
         self.clean_closes += o.clean_closes;
+        self.fanout_expected += o.fanout_expected;
+        self.fanout_missing += o.fanout_missing;
+        self.fanout_gaps += o.fanout_gaps;
+        self.fanout_duplicates += o.fanout_duplicates;
+        self.push_deliveries_expected += o.push_deliveries_expected;
+        self.push_failed += o.push_failed;
     }
 
-    /// Failed operations: failed connects, drops, lost messages and unanswered pings.
+    /// Failed operations: failed connects, drops, lost messages, missing broadcast
+    /// deliveries, failed pushes and unanswered pings.
     pub fn errors(&self) -> u64 {
         self.connects_failed
             + self.drops
             + self.msgs_lost
+            + self.fanout_missing
+            + self.push_failed
             + self.pings_sent.saturating_sub(self.pongs_received)
     }
 
-    /// Operations attempted: connects, messages and pings.
+    /// Operations attempted: connects, messages sent (published, pushed), broadcast
+    /// deliveries expected and pings.
     pub fn operations(&self) -> u64 {
-        self.connects_attempted + self.msgs_sent + self.pings_sent
+        self.connects_attempted + self.msgs_sent + self.fanout_expected + self.pings_sent
     }
 
     /// errors / operations (0 when nothing was attempted).
@@ -157,6 +199,8 @@ pub struct Stats {
     pub drop_classes: BTreeMap<String, u64>,
     /// Close codes the server sent on its own initiative (`none` for an empty Close).
     pub close_codes: BTreeMap<String, u64>,
+    /// Push: POST outcomes by HTTP status (`200`, `404`, ...) or failure class.
+    pub push_status: BTreeMap<String, u64>,
     pub h: Hists,
 }
 
@@ -166,6 +210,7 @@ impl Stats {
         merge_map(&mut self.failures, &o.failures);
         merge_map(&mut self.drop_classes, &o.drop_classes);
         merge_map(&mut self.close_codes, &o.close_codes);
+        merge_map(&mut self.push_status, &o.push_status);
         self.h.merge(&o.h);
     }
 

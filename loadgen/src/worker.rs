@@ -13,7 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -24,10 +24,12 @@ use ws_common::handshake::{
 };
 use ws_common::payload::{self, Stamp};
 
+use crate::broadcast::{BcWorker, FanoutDelta, Published, SeqVerdict};
 use crate::client_frame::{self, FrameError, Head};
 use crate::config::RunConfig;
 use crate::conn::{token, untoken, Conn, State};
-use crate::scenario::{OnOpen, Scenario, Verdict};
+use crate::push::{self, Outcome, PushWorker, POST_BIT};
+use crate::scenario::{self, OnOpen, Scenario, Verdict};
 use crate::schedule::{share, Pacer};
 use crate::stats::{bump, record_ns, Stats};
 use crate::sys::{self, Epoll, EV_ERR, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
@@ -47,6 +49,9 @@ const BACKOFF_BASE_NS: u64 = 100_000_000;
 const BACKOFF_MAX_NS: u64 = 5_000_000_000;
 /// Placeholder key in the pre-built request (24 base64 characters, like a real key).
 const KEY_PLACEHOLDER: &str = "AAAAAAAAAAAAAAAAAAAAAA==";
+/// Broadcast drain: once every expected delivery has arrived, how long a worker must have
+/// received nothing before it stops waiting.
+const FANOUT_QUIET_NS: u64 = 50_000_000;
 
 /// What the main thread needs to run and account for the workers.
 pub struct Shared {
@@ -56,6 +61,20 @@ pub struct Shared {
     pub start_ns: u64,
     /// Set on SIGINT: workers stop as if the run had ended.
     pub stop: Arc<AtomicBool>,
+    /// Broadcast figures every worker needs (untouched in other scenarios).
+    pub fan: FanShared,
+}
+
+/// The few broadcast figures that cross workers: updated at connect and close, once per
+/// published message, and once per loop turn with the deliveries received since the last.
+#[derive(Debug, Default)]
+pub struct FanShared {
+    /// Connections open, all workers: the subscribers a message published now should reach.
+    pub open: AtomicU64,
+    /// Deliveries expected so far, all publishers.
+    pub expected: AtomicU64,
+    /// Deliveries received so far, all subscribers.
+    pub received: AtomicU64,
 }
 
 /// A statistics delta from one worker.
@@ -74,6 +93,9 @@ pub struct Report {
     pub open_at_end: Option<u32>,
     /// Set on the last report: heap bytes connection slots held at the end of the run.
     pub slot_heap_bytes: Option<u64>,
+    /// Broadcast: messages published and delivered in the interval, for the main thread's
+    /// "all delivered" merge.
+    pub fanout: Option<Box<FanoutDelta>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,6 +148,13 @@ pub struct Worker {
     second: u32,
     open_at_end: Option<u32>,
     heap_at_end: Option<u64>,
+    /// Broadcast state (None in other scenarios).
+    bc: Option<Box<BcWorker>>,
+    /// Broadcast: local publishers (slots `0..n`) open now.
+    open_publishers: u32,
+    /// Push state (None in other scenarios).
+    push: Option<Box<PushWorker>>,
+    outcomes: Vec<Outcome>,
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -158,9 +187,16 @@ impl Worker {
             .ok_or("request template has no key")?;
         let total_rate = sh.scenario.open_loop_rate();
         let max = sh.cfg.plan.max_target().max(1) as f64;
+        let local_pubs = sh.scenario.local_publishers(id);
         let msg_pacer = total_rate.map(|r| {
-            // This worker's part of the total rate, in proportion to its connections.
-            let part = r * slots as f64 / max;
+            // This worker's part of the total rate, in proportion to its connections (to
+            // its publishers for broadcast).
+            let part = match sh.scenario {
+                Scenario::Broadcast { publishers, .. } => {
+                    r * local_pubs as f64 / publishers.max(1) as f64
+                }
+                _ => r * slots as f64 / max,
+            };
             // Sends may be caught up for up to 1 s: falling behind shows as latency (from
             // the intended time), never as a silently lower rate.
             Pacer::new(part, sh.start_ns, 1_000_000_000)
@@ -178,6 +214,19 @@ impl Worker {
         let mut rng = rand::random::<u64>() | 1;
         xorshift(&mut rng);
         let src = sh.cfg.source_ips.clone();
+        let bc = match sh.scenario {
+            Scenario::Broadcast { publishers, .. } => {
+                Some(Box::new(BcWorker::new(slots, publishers, local_pubs)))
+            }
+            _ => None,
+        };
+        let push = sh.scenario.is_push().then(|| {
+            Box::new(PushWorker::new(
+                sh.cfg.push_concurrency,
+                sh.cfg.target.host_header.clone(),
+                sh.cfg.handshake_timeout_ns,
+            ))
+        });
         Ok(Self {
             id,
             target: 0,
@@ -211,12 +260,16 @@ impl Worker {
             second: 0,
             open_at_end: None,
             heap_at_end: None,
+            bc,
+            open_publishers: 0,
+            push,
+            outcomes: Vec::new(),
             sh,
         })
     }
 
     fn sender_id(&self, idx: usize) -> u32 {
-        ((self.id as u32) << 20).wrapping_add(idx as u32)
+        scenario::sender_id(self.id, idx)
     }
 
     /// Runs until the plan ends (or the stop flag), then drains and closes. Bounded: every
@@ -232,6 +285,7 @@ impl Worker {
                 self.second = sec;
             }
             let mut busy = false;
+            self.fan_sync();
             match self.phase {
                 Phase::Run => {
                     if elapsed >= self.sh.cfg.plan.total_ns()
@@ -248,7 +302,7 @@ impl Worker {
                     busy |= self.send_due(now);
                 }
                 Phase::Drain(until) => {
-                    if self.in_flight == 0 || now >= until {
+                    if (self.in_flight == 0 && self.fan_settled(now)) || now >= until {
                         self.begin_close(now);
                         continue;
                     }
@@ -281,10 +335,14 @@ impl Worker {
                 next = next.min(self.connect_pacer.next_due_ns());
             }
             if let Some(p) = &self.msg_pacer {
-                if !self.open.is_empty() {
+                let room = self.push.as_ref().is_none_or(|p| p.has_room());
+                if self.has_sender() && room {
                     next = next.min(p.next_due_ns());
                 }
             }
+        }
+        if let Some(d) = self.push.as_ref().and_then(|p| p.next_deadline()) {
+            next = next.min(d);
         }
         let fronts = [
             self.connect_timeouts.front(),
@@ -315,7 +373,60 @@ impl Worker {
             pending: self.pending,
             open_at_end: if last { self.open_at_end } else { None },
             slot_heap_bytes: heap,
+            fanout: self.bc.as_mut().and_then(|b| b.take_delta()),
         });
+    }
+
+    /// Broadcast: adds the deliveries received since the last call to the shared count.
+    fn fan_sync(&mut self) {
+        if let Some(bc) = self.bc.as_mut() {
+            if bc.unsynced > 0 {
+                self.sh
+                    .fan
+                    .received
+                    .fetch_add(bc.unsynced, Ordering::Relaxed);
+                bc.unsynced = 0;
+            }
+        }
+    }
+
+    /// Broadcast drain: every expected delivery has arrived (all workers) and this worker
+    /// has been quiet for a moment. Always true in other scenarios.
+    fn fan_settled(&self, now: u64) -> bool {
+        let Some(bc) = self.bc.as_ref() else {
+            return true;
+        };
+        let f = &self.sh.fan;
+        f.received.load(Ordering::Relaxed) >= f.expected.load(Ordering::Relaxed)
+            && now.saturating_sub(bc.last_recv_ns) >= FANOUT_QUIET_NS
+    }
+
+    /// Whether a scheduled message has a connection to go on: any open connection (echo,
+    /// push) or an open local publisher (broadcast).
+    fn has_sender(&self) -> bool {
+        if self.bc.is_some() {
+            self.open_publishers > 0
+        } else {
+            !self.open.is_empty()
+        }
+    }
+
+    /// Bookkeeping when slot `idx` enters (`opened`) or leaves the Open state.
+    fn open_changed(&mut self, idx: usize, opened: bool) {
+        let Some(bc) = self.bc.as_ref() else {
+            return;
+        };
+        let publisher = idx < bc.local_publishers();
+        let open = &self.sh.fan.open;
+        if opened {
+            open.fetch_add(1, Ordering::Relaxed);
+            self.open_publishers += u32::from(publisher);
+        } else {
+            let _ = open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+            self.open_publishers -= u32::from(publisher).min(self.open_publishers);
+        }
     }
 
     fn set_stage(&mut self, stage: usize, now: u64) {
@@ -370,24 +481,28 @@ impl Worker {
         true
     }
 
-    /// Sends the messages the constant-rate schedule says are due, round-robin over the
-    /// open connections. Returns whether more are due right now.
+    /// Sends the messages the constant-rate schedule says are due: round-robin over the
+    /// open connections (echo), over the open publishers (broadcast), or as POSTs to random
+    /// open connections (push). Returns whether more are due right now.
     fn send_due(&mut self, now: u64) -> bool {
         let Some(mut pacer) = self.msg_pacer.take() else {
             return false;
         };
         let mut more = false;
-        if self.open.is_empty() {
-            pacer.rebase(now); // no debt accumulates while nothing is open
+        if !self.has_sender() {
+            pacer.rebase(now); // no debt accumulates while nothing can send
         } else {
             let mut n = 0;
-            while let Some(intended) = pacer.take(now) {
-                if self.open.is_empty() {
+            // Push: with every POST slot busy, the schedule falls behind (up to 1 s, then
+            // forgiven) and the delay shows in the latency from the intended time.
+            while self.push.as_ref().is_none_or(|p| p.has_room()) {
+                let Some(intended) = pacer.take(now) else {
+                    break;
+                };
+                if !self.has_sender() {
                     break;
                 }
-                self.rr = (self.rr + 1) % self.open.len();
-                let idx = self.open[self.rr] as usize;
-                self.send_message(idx, intended);
+                self.send_scheduled(intended, now);
                 n += 1;
                 if n >= BATCH {
                     more = true;
@@ -397,6 +512,34 @@ impl Worker {
         }
         self.msg_pacer = Some(pacer);
         more
+    }
+
+    /// One scheduled message, intended at `intended`.
+    fn send_scheduled(&mut self, intended: u64, now: u64) {
+        match self.sh.scenario {
+            Scenario::Broadcast { .. } => {
+                let conns = &self.conns;
+                let next = self
+                    .bc
+                    .as_mut()
+                    .and_then(|bc| bc.next_publisher(|k| conns[k].state == State::Open));
+                if let Some(idx) = next {
+                    self.publish(idx, intended);
+                }
+            }
+            Scenario::Push { .. } => {
+                let pick = xorshift(&mut self.rng) as usize % self.open.len().max(1);
+                if let Some(&idx) = self.open.get(pick) {
+                    self.push_to(idx as usize, intended, now);
+                }
+            }
+            _ => {
+                self.rr = (self.rr + 1) % self.open.len().max(1);
+                if let Some(&idx) = self.open.get(self.rr) {
+                    self.send_message(idx as usize, intended);
+                }
+            }
+        }
     }
 
     fn timers(&mut self, now: u64) {
@@ -447,6 +590,14 @@ impl Worker {
             if self.phase == Phase::Run && self.live(idx, gen, State::Backoff) {
                 self.start_connect(idx as usize, now, true);
             }
+        }
+        if let Some(p) = self.push.as_mut() {
+            let mut out = std::mem::take(&mut self.outcomes);
+            p.timers(now, &mut out);
+            for o in out.drain(..) {
+                self.on_push_outcome(o);
+            }
+            self.outcomes = out;
         }
     }
 
@@ -519,8 +670,27 @@ impl Worker {
         let key = encode_key(raw);
         let mut req = std::mem::take(&mut self.out);
         req.clear();
-        req.extend_from_slice(&self.request);
-        req[self.key_at..self.key_at + key.len()].copy_from_slice(key.as_bytes());
+        if self.push.is_some() {
+            // Push: each connection registers its own user id, so no shared template.
+            let t = &self.sh.cfg.target;
+            let user = push::user_id(self.sender_id(idx), gen);
+            let sep = if t.path_and_query.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            let path = format!("{}{sep}user={user}", t.path_and_query);
+            req.extend_from_slice(&client_request(
+                &t.host_header,
+                &path,
+                &key,
+                self.sh.cfg.origin.as_deref(),
+                &self.sh.cfg.headers,
+            ));
+        } else {
+            req.extend_from_slice(&self.request);
+            req[self.key_at..self.key_at + key.len()].copy_from_slice(key.as_bytes());
+        }
         self.send_bytes(idx, &req);
         self.out = req;
     }
@@ -567,12 +737,19 @@ impl Worker {
         self.open.push(idx as u32);
         self.pending -= 1;
         self.stats.c.connects_established += 1;
+        self.open_changed(idx, true);
         match self.sh.scenario.on_open() {
             OnOpen::Nothing => {}
             OnOpen::PingIn(d) => self.pings.push_back((now + d, idx as u32, gen)),
             OnOpen::Send => {
                 if self.phase == Phase::Run {
-                    self.send_message(idx, now);
+                    if self.bc.is_some() {
+                        if idx < self.bc.as_ref().map_or(0, |b| b.local_publishers()) {
+                            self.publish(idx, now);
+                        }
+                    } else {
+                        self.send_message(idx, now);
+                    }
                 }
             }
         }
@@ -601,6 +778,9 @@ impl Worker {
         c.frag_op = 0;
         c.rbuf = Vec::new();
         c.wbuf = Vec::new();
+        if let Some(bc) = self.bc.as_mut() {
+            bc.reset_slot(idx);
+        }
         match c.state {
             State::Connecting | State::Handshaking => self.pending -= 1,
             State::Closing => self.closing -= 1,
@@ -611,6 +791,7 @@ impl Worker {
                 if let Some(&moved) = self.open.get(pos) {
                     self.conns[moved as usize].open_pos = pos as u32;
                 }
+                self.open_changed(idx, false);
             }
             _ => {}
         }
@@ -639,6 +820,16 @@ impl Worker {
 
     fn on_event(&mut self, tok: u64, flags: u32, now: u64) {
         let (idx, gen) = untoken(tok);
+        if idx & POST_BIT != 0 {
+            let o = self
+                .push
+                .as_mut()
+                .and_then(|p| p.on_event(idx & !POST_BIT, gen, flags, now));
+            if let Some(o) = o {
+                self.on_push_outcome(o);
+            }
+            return;
+        }
         let Some(c) = self.conns.get(idx) else {
             return;
         };
@@ -856,12 +1047,45 @@ impl Worker {
                 } else {
                     self.stats.c.msgs_out_of_order += 1;
                 }
-                record_ns(&mut self.stats.h.rtt, now.saturating_sub(sent_ns));
+                // A push is judged like an echo; its latency is a delivery latency.
+                let h = if self.push.is_some() {
+                    &mut self.stats.h.delivery
+                } else {
+                    &mut self.stats.h.rtt
+                };
+                record_ns(h, now.saturating_sub(sent_ns));
                 if self.sh.scenario.send_on_reply()
                     && self.phase == Phase::Run
                     && c.state == State::Open
                 {
                     self.send_message(idx, now);
+                }
+            }
+            Verdict::Delivery {
+                publisher,
+                sender: from,
+                seq,
+                sent_ns,
+            } => {
+                self.stats.c.msgs_received += 1;
+                record_ns(&mut self.stats.h.delivery, now.saturating_sub(sent_ns));
+                let Some(bc) = self.bc.as_mut() else {
+                    return;
+                };
+                match bc.on_delivery(idx, publisher, seq, sent_ns, now) {
+                    SeqVerdict::InOrder => {}
+                    SeqVerdict::Gap(n) => self.stats.c.fanout_gaps += n,
+                    SeqVerdict::Late => self.stats.c.msgs_out_of_order += 1,
+                    SeqVerdict::Duplicate => self.stats.c.fanout_duplicates += 1,
+                }
+                // Closed loop: a publisher's own latest message is back; send the next.
+                if from == sender
+                    && bc.last_seq(idx) == Some(seq)
+                    && self.sh.scenario.send_on_reply()
+                    && self.phase == Phase::Run
+                    && self.conns[idx].state == State::Open
+                {
+                    self.publish(idx, now);
                 }
             }
             Verdict::Unexpected => self.stats.c.msgs_unexpected += 1,
@@ -884,14 +1108,127 @@ impl Worker {
             seq: c.sent,
             sent_ns: intended_ns,
         };
+        self.conns[idx].sent += 1;
+        self.in_flight += 1;
+        self.write_stamped(idx, stamp);
+    }
+
+    /// Broadcast: publisher slot `idx` sends its next message, intended at `intended_ns`;
+    /// the subscribers it should reach are the connections open now.
+    fn publish(&mut self, idx: usize, intended_ns: u64) {
+        if self.conns[idx].wbuf.len() > WBUF_LIMIT {
+            self.stats.c.sends_skipped_backpressure += 1;
+            return;
+        }
+        let sender = self.sender_id(idx);
+        let Some(publisher) = self.sh.scenario.publisher_index(sender) else {
+            return;
+        };
+        let Some(bc) = self.bc.as_mut() else {
+            return;
+        };
+        let seq = bc.take_seq(idx);
+        let open = self.sh.fan.open.load(Ordering::Relaxed);
+        let own = u64::from(!self.sh.cfg.echo_self);
+        let expected = open.saturating_sub(own).min(u32::MAX as u64) as u32;
+        bc.on_publish(Published {
+            publisher,
+            seq,
+            sent_ns: intended_ns,
+            expected,
+            stage: self.stage.min(u32::MAX as usize) as u32,
+        });
+        self.sh
+            .fan
+            .expected
+            .fetch_add(expected as u64, Ordering::Relaxed);
+        self.stats.c.fanout_expected += expected as u64;
+        self.write_stamped(
+            idx,
+            Stamp {
+                sender,
+                seq,
+                sent_ns: intended_ns,
+            },
+        );
+    }
+
+    /// Push: a POST of a stamped message to open connection `idx`'s user.
+    fn push_to(&mut self, idx: usize, intended_ns: u64, now: u64) {
+        let sender = self.sender_id(idx);
+        let c = &mut self.conns[idx];
+        let gen = c.gen;
+        let stamp = Stamp {
+            sender,
+            seq: c.sent,
+            sent_ns: intended_ns,
+        };
+        c.sent += 1;
+        self.in_flight += 1;
+        self.stats.c.msgs_sent += 1;
+        self.stats.c.bytes_sent += self.msg.len() as u64;
+        payload::write(&mut self.msg, stamp);
+        let Some(p) = self.push.as_mut() else {
+            return;
+        };
+        push::request(
+            &p.host_header,
+            &push::user_id(sender, gen),
+            &self.msg,
+            &mut self.out,
+        );
+        let src = if self.src.is_empty() {
+            None
+        } else {
+            self.src_next = self.src_next.wrapping_add(1);
+            Some(self.src[self.src_next % self.src.len()])
+        };
+        let dest = self.sh.cfg.target.addr;
+        if let Some(o) = p.start(&self.ep, &dest, src, &self.out, (idx as u32, gen), now) {
+            self.on_push_outcome(o);
+        }
+    }
+
+    /// A POST ended: count its status; a push that will not be delivered is written off
+    /// its connection's outstanding messages (it is counted as a failed push instead).
+    fn on_push_outcome(&mut self, o: Outcome) {
+        let failed = match &o.result {
+            Ok((200, count)) => {
+                record_ns(&mut self.stats.h.http, o.elapsed_ns);
+                bump(&mut self.stats.push_status, "200");
+                self.stats.c.push_deliveries_expected += count;
+                false
+            }
+            Ok((status, _)) => {
+                record_ns(&mut self.stats.h.http, o.elapsed_ns);
+                bump(&mut self.stats.push_status, &status.to_string());
+                true
+            }
+            Err(class) => {
+                bump(&mut self.stats.push_status, class);
+                true
+            }
+        };
+        if failed {
+            self.stats.c.push_failed += 1;
+            let (idx, gen) = (o.conn.0 as usize, o.conn.1);
+            if let Some(c) = self.conns.get_mut(idx) {
+                if c.gen == gen && c.fd >= 0 && c.in_flight() > 0 {
+                    c.recv += 1;
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Frames and sends a stamped message of `--payload` bytes.
+    fn write_stamped(&mut self, idx: usize, stamp: Stamp) {
         let mut msg = std::mem::take(&mut self.msg);
         payload::write(&mut msg, stamp);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let mask = self.mask();
         write_masked_frame(&mut out, op::BINARY, &msg, mask);
-        self.conns[idx].sent += 1;
-        self.in_flight += 1;
         self.stats.c.msgs_sent += 1;
         self.stats.c.bytes_sent += msg.len() as u64;
         self.send_bytes(idx, &out);
@@ -974,6 +1311,7 @@ impl Worker {
         if let Some(&moved) = self.open.get(pos) {
             self.conns[moved as usize].open_pos = pos as u32;
         }
+        self.open_changed(idx, false);
         self.closing += 1;
         self.close_timeouts.push_back((
             now + self.sh.cfg.drain_ns.max(100_000_000),
@@ -1011,6 +1349,9 @@ impl Worker {
     }
 
     fn finish(mut self) {
+        if let Some(p) = self.push.as_mut() {
+            p.close_all();
+        }
         for idx in 0..self.conns.len() {
             if self.conns[idx].fd >= 0 {
                 self.finish_close(idx);
