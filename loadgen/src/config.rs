@@ -335,6 +335,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn room_and_echo_from_the_query() {
+        let u = "ws://127.0.0.1:9/broadcast?room=a%20b&echo=false";
+        assert_eq!(query_param(u, "room").as_deref(), Some("a b"));
+        assert_eq!(query_param(u, "echo").as_deref(), Some("false"));
+        assert_eq!(query_param(u, "user"), None);
+        let r = build(
+            &match crate::cli::parse_from([
+                "ws-loadgen",
+                u,
+                "--scenario",
+                "broadcast",
+                "--rate",
+                "5",
+            ])
+            .unwrap()
+            .command
+            {
+                crate::cli::Command::Run(r) => *r,
+            },
+            (20_000, 20_000),
+        )
+        .unwrap();
+        assert_eq!((r.room.as_str(), r.echo_self), ("a b", false));
+        assert!(build(
+            &match crate::cli::parse_from([
+                "ws-loadgen",
+                u,
+                "--scenario",
+                "broadcast",
+                "--rate",
+                "0"
+            ])
+            .unwrap()
+            .command
+            {
+                crate::cli::Command::Run(r) => *r,
+            },
+            (20_000, 20_000),
+        )
+        .unwrap_err()
+        .contains("echo"));
+    }
+
+    #[test]
     fn urls() {
         let t = parse_target("ws://127.0.0.1:9001/ws?room=a&x=1").unwrap();
         assert_eq!(t.addr, "127.0.0.1:9001".parse().unwrap());
@@ -370,6 +414,48 @@ mod tests {
         assert!(build(&args(&["--payload", "10"]), (20_000, 20_000)).is_err());
         assert!(build(&args(&["-c", "0"]), (20_000, 20_000)).is_err());
         assert!(build(&args(&["--source-ip", "::1"]), (20_000, 20_000)).is_err());
+        let bc = |extra: &[&str]| {
+            let mut v = vec!["--scenario", "broadcast", "-c", "10"];
+            v.extend_from_slice(extra);
+            build(&args(&v), (20_000, 20_000))
+        };
+        assert!(bc(&["--publishers", "0"]).is_err());
+        assert!(bc(&["--publishers", "11"])
+            .unwrap_err()
+            .contains("publishers"));
+        assert_eq!(bc(&["--publishers", "3"]).unwrap().publishers, 3);
+        let e = build(
+            &args(&[
+                "--scenario",
+                "broadcast",
+                "-c",
+                "100000",
+                "--publishers",
+                "1000",
+            ]),
+            (1 << 20, 1 << 20),
+        )
+        .unwrap_err();
+        assert!(e.contains("sequence tracking"), "{e}");
+        let push = |url: &str, extra: &[&str]| {
+            let mut v = vec!["ws-loadgen", url, "--scenario", "push"];
+            v.extend_from_slice(extra);
+            match crate::cli::parse_from(v).unwrap().command {
+                crate::cli::Command::Run(r) => build(&r, (20_000, 20_000)),
+            }
+        };
+        assert!(push("ws://127.0.0.1:9/ws", &[]).is_ok());
+        assert!(push("ws://127.0.0.1:9/ws", &["--rate", "0"])
+            .unwrap_err()
+            .contains("open loop"));
+        assert!(push("ws://127.0.0.1:9/ws?user=x", &[])
+            .unwrap_err()
+            .contains("user="));
+        assert!(push("ws://127.0.0.1:9/ws", &["--push-concurrency", "0"]).is_err());
+        // 19900 connections fit in 20000 descriptors, not with 64 POSTs per worker more.
+        assert!(build(&args(&["-c", "19900", "--cores", "0"]), (20_000, 20_000)).is_ok());
+        let e = push("ws://127.0.0.1:9/ws", &["-c", "19900", "--cores", "0"]).unwrap_err();
+        assert!(e.contains("file descriptors"), "{e}");
         let ok = build(
             &args(&["-c", "10", "--stages", "1s:5,1s:20"]),
             (20_000, 20_000),
