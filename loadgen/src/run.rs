@@ -214,17 +214,10 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
         .unwrap_or_default();
     let rss_start = resident_bytes();
     let cpu_start = cpu_seconds();
-    let scenario = Scenario::from_config(&cfg);
     let n = cfg.cores.len();
     let stage_count = cfg.plan.stages.len();
     let total_s = cfg.plan.total_ns() as f64 / 1e9;
-    let sh = Arc::new(Shared {
-        scenario,
-        start_ns: now_ns(),
-        stop: stop.clone(),
-        fan: Default::default(),
-        cfg,
-    });
+    let sh = Arc::new(Shared::new(cfg, now_ns(), stop.clone()));
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
@@ -260,7 +253,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     let latency_name = sh.scenario.latency_name();
     let mut agg = Agg::new(n, stage_count, args.hdr_log.is_some(), hold);
     agg.delivery = sh.scenario.is_broadcast() || sh.scenario.is_push();
-    if let crate::scenario::Scenario::Broadcast { publishers, .. } = sh.scenario {
+    if let Scenario::Broadcast { publishers, .. } = sh.scenario {
         // Messages are settled this long after their send time: late enough for any
         // delivery the drain would still wait for.
         let horizon = FANOUT_HORIZON_NS.max(sh.cfg.drain_ns.saturating_mul(2));

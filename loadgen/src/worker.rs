@@ -65,6 +65,19 @@ pub struct Shared {
     pub fan: FanShared,
 }
 
+impl Shared {
+    /// The shared state of a run starting now-ish (`start_ns`) with configuration `cfg`.
+    pub fn new(cfg: RunConfig, start_ns: u64, stop: Arc<AtomicBool>) -> Self {
+        Self {
+            scenario: Scenario::from_config(&cfg),
+            start_ns,
+            stop,
+            fan: FanShared::default(),
+            cfg,
+        }
+    }
+}
+
 /// The few broadcast figures that cross workers: updated at connect and close, once per
 /// published message, and once per loop turn with the deliveries received since the last.
 #[derive(Debug, Default)]
