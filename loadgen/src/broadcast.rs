@@ -12,8 +12,10 @@
 //! connections open when it was published), every worker reports its count and latest
 //! receive time, and once the merged count reaches the expected number the message's
 //! "all delivered" latency (`latest receive − intended send`) is recorded. Messages are
-//! forgotten a few seconds after their send time; one still short of its expected count
-//! then is incomplete, and its shortfall is counted as missing deliveries.
+//! settled (forgotten) once they are older than a minute, or older than a few seconds when
+//! many are tracked, which bounds the memory to about max(200k, 5 s of publishing) entries;
+//! a message still short of its expected count then is incomplete, and its shortfall is
+//! counted as missing deliveries (a delivery that still comes later is counted late).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -237,7 +239,11 @@ struct Entry {
 /// The main thread's merge of the workers' [`FanoutDelta`]s.
 #[derive(Debug)]
 pub struct AllDelivered {
-    horizon_ns: u64,
+    min_age_ns: u64,
+    max_age_ns: u64,
+    cap: usize,
+    /// Latest send time of a settled message: an unknown message sent before is late.
+    settled_upto_ns: u64,
     pending: HashMap<(u32, u64), Entry>,
     /// Keys in arrival order, with their send time, for eviction.
     order: VecDeque<(u64, u32, u64)>,
@@ -267,10 +273,14 @@ pub struct AllDelivered {
 }
 
 impl AllDelivered {
-    /// Messages are forgotten `horizon_ns` after their send time.
-    pub fn new(publishers: u32, horizon_ns: u64) -> Self {
+    /// Messages are settled `max_age_ns` after their send time, or already `min_age_ns` after
+    /// it while more than `cap` are tracked.
+    pub fn new(publishers: u32, min_age_ns: u64, max_age_ns: u64, cap: usize) -> Self {
         Self {
-            horizon_ns,
+            min_age_ns,
+            max_age_ns: max_age_ns.max(min_age_ns),
+            cap,
+            settled_upto_ns: 0,
             pending: HashMap::new(),
             order: VecDeque::new(),
             hist: new_hist(),
@@ -312,7 +322,7 @@ impl AllDelivered {
         }
         for r in &d.received {
             let key = (r.publisher, r.seq);
-            if !self.pending.contains_key(&key) && r.sent_ns.saturating_add(self.horizon_ns) < now {
+            if r.sent_ns <= self.settled_upto_ns && !self.pending.contains_key(&key) {
                 self.late += r.count as u64;
                 continue;
             }
@@ -370,13 +380,16 @@ impl AllDelivered {
         }
     }
 
-    /// Forgets messages sent more than the horizon before `now`.
+    /// Settles the messages old enough at `now`.
     pub fn evict(&mut self, now: u64) {
         while let Some(&(sent, p, s)) = self.order.front() {
-            if sent.saturating_add(self.horizon_ns) >= now {
+            let age = now.saturating_sub(sent);
+            let crowded = self.pending.len() > self.cap;
+            if age <= self.max_age_ns && !(crowded && age > self.min_age_ns) {
                 break;
             }
             self.order.pop_front();
+            self.settled_upto_ns = self.settled_upto_ns.max(sent);
             if let Some(e) = self.pending.remove(&(p, s)) {
                 self.finalize(e);
             }
@@ -490,7 +503,7 @@ mod tests {
     #[test]
     fn all_delivered_merges_workers_by_max() {
         let s = 1_000_000_000u64;
-        let mut a = AllDelivered::new(2, 5 * s);
+        let mut a = AllDelivered::new(2, 5 * s, 60 * s, 0);
         // Message (0, 0): 3 subscribers over two workers; the receive report of one worker
         // arrives before the publisher's report.
         a.add(
@@ -564,5 +577,36 @@ mod tests {
         assert_eq!(a.complete, 2);
         a.finish();
         assert_eq!((a.unmatched, a.incomplete, a.tracked()), (1, 1, 0));
+    }
+
+    #[test]
+    fn settles_early_only_when_crowded() {
+        let s = 1_000_000_000u64;
+        let mut a = AllDelivered::new(1, 5 * s, 60 * s, 2);
+        let d = |seq: u64, sent: u64| FanoutDelta {
+            published: vec![publ(0, seq, sent, 1)],
+            received: vec![],
+        };
+        a.add(&d(0, s), s);
+        a.add(&d(1, 2 * s), 2 * s);
+        // Ten seconds later, two tracked: not crowded, nothing settled.
+        a.evict(12 * s);
+        assert_eq!((a.tracked(), a.incomplete), (2, 0));
+        // A delivery of message 0 still counts.
+        a.add(
+            &FanoutDelta {
+                published: vec![],
+                received: vec![recv(0, 0, s, 1, 12 * s)],
+            },
+            12 * s,
+        );
+        assert_eq!((a.complete, a.late), (1, 0));
+        // A third one: crowded, so the oldest (older than 5 s) is settled until only the
+        // cap is left: message 0, complete.
+        a.add(&d(2, 12 * s), 12 * s);
+        assert_eq!((a.tracked(), a.incomplete, a.complete), (2, 0, 1));
+        // After a minute everything is settled regardless.
+        a.evict(80 * s);
+        assert_eq!((a.tracked(), a.incomplete), (0, 2));
     }
 }

@@ -140,7 +140,8 @@ pub struct BroadcastReport {
     /// Per message, received − the count expected at publication, summed (subscribers
     /// that joined while it was on its way); included in deliveries_expected.
     pub deliveries_extra: u64,
-    /// Deliveries that arrived after their message was settled.
+    /// Deliveries that arrived after their message was settled (which counted them
+    /// missing): expected + late = received + missing.
     pub deliveries_late: u64,
     /// Deliveries received per second over the load phase.
     pub deliveries_per_s: f64,

@@ -25,9 +25,12 @@ use crate::stats::{HistSummary, Hists, Stats};
 use crate::thresholds::{Observed, Thresholds};
 use crate::worker::{Shared, Worker};
 
-/// Broadcast: a message is settled (complete or not) this long after its send time at the
-/// least.
-pub const FANOUT_HORIZON_NS: u64 = 5_000_000_000;
+/// Broadcast: a message is settled (complete or not) this long after its send time...
+pub const FANOUT_MAX_AGE_NS: u64 = 60_000_000_000;
+/// ... or this long after it while more than `FANOUT_TRACKED_CAP` messages are tracked
+/// (about 80 B each).
+pub const FANOUT_MIN_AGE_NS: u64 = 5_000_000_000;
+pub const FANOUT_TRACKED_CAP: usize = 200_000;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -254,10 +257,15 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     let mut agg = Agg::new(n, stage_count, args.hdr_log.is_some(), hold);
     agg.delivery = sh.scenario.is_broadcast() || sh.scenario.is_push();
     if let Scenario::Broadcast { publishers, .. } = sh.scenario {
-        // Messages are settled this long after their send time: late enough for any
-        // delivery the drain would still wait for.
-        let horizon = FANOUT_HORIZON_NS.max(sh.cfg.drain_ns.saturating_mul(2));
-        agg.fan = Some(AllDelivered::new(publishers, horizon));
+        // Messages are settled a minute after their send time, or 5 s (at least twice the
+        // drain) when many are tracked.
+        let min_age = FANOUT_MIN_AGE_NS.max(sh.cfg.drain_ns.saturating_mul(2));
+        agg.fan = Some(AllDelivered::new(
+            publishers,
+            min_age,
+            FANOUT_MAX_AGE_NS,
+            FANOUT_TRACKED_CAP,
+        ));
     }
     let progress = Progress::new(args.progress, total_s);
     let mut rss_peak = rss_start;
