@@ -41,6 +41,8 @@ pub mod flag {
     pub const BROADCAST: u8 = 16;
     /// On `/broadcast?echo=false`: the sender does not get its own messages.
     pub const NO_ECHO: u8 = 32;
+    /// Receive cancelled while another core is congested (see `Core::congested`).
+    pub const PAUSED: u8 = 64;
 }
 
 /// Per-connection heap state that exists only while needed.

@@ -21,15 +21,10 @@ use crate::cli::SlowConsumer;
 use crate::conn::{flag, Phase, Slab};
 use crate::fanout::{Pending, Registry};
 use crate::inbox::{CoreMsg, Inbox, Mailbox, Waker};
-use crate::ring::{Completion, Kind, Ring, Token};
+use crate::ring::{BufRing, Completion, Kind, Ring, Token};
 use crate::settings::Settings;
 use crate::stats::{AllStats, CoreStats};
 
-/// Per-core read buffer: every socket of the core is read into this, never into memory of
-/// its own. 64 KiB takes a full loopback burst in one recv.
-const SCRATCH: usize = 64 * 1024;
-/// Full-buffer reads of one socket per wake before others get their turn.
-const READS_PER_TURN: usize = 8;
 /// Ticks a lingering connection gets to send EOF after our last bytes.
 const LINGER_TICKS: u32 = 2;
 
@@ -51,12 +46,12 @@ pub struct Core {
     started: Instant,
     /// Seconds since start, advanced by the sweep.
     pub tick: u32,
-    scratch: Vec<u8>,
+    bufs: BufRing,
     /// Output staged for the connection being handled, sent with one send().
     pub tx: Vec<u8>,
     completions: Vec<Completion>,
-    /// Connections that still had data when their turn ended.
-    again: Vec<(u32, u32)>,
+    /// Connections whose multishot receive must be armed again (it ran out of buffers).
+    rearm: Vec<(u32, u32)>,
     /// Drain deadline (tick) once shutdown began.
     pub shutdown_at: Option<u32>,
     /// Connections at the moment shutdown began, and how many we had to cut at the deadline.
@@ -94,6 +89,7 @@ impl Core {
         inbox: Inbox,
         waker: Waker,
         mailboxes: Vec<Mailbox>,
+        bufs: BufRing,
     ) -> Core {
         let ncores = mailboxes.len();
         Core {
@@ -110,10 +106,10 @@ impl Core {
             accept_backoff: false,
             started: Instant::now(),
             tick: 0,
-            scratch: vec![0; SCRATCH],
-            tx: Vec::with_capacity(SCRATCH),
+            bufs,
+            tx: Vec::with_capacity(64 * 1024),
             completions: Vec::with_capacity(1024),
-            again: Vec::new(),
+            rearm: Vec::new(),
             shutdown_at: None,
             drained_from: 0,
             forced: 0,
@@ -153,9 +149,6 @@ impl Core {
     /// Handles everything pending: completions, connections with leftover data, inbox.
     pub fn on_wake(&mut self) {
         self.resume_paused();
-        for (slot, gen) in std::mem::take(&mut self.again) {
-            self.read_ready(slot, gen);
-        }
         // Bounded so a flood of completions cannot starve the inbox or the timer task.
         for _ in 0..64 {
             let mut batch = std::mem::take(&mut self.completions);
@@ -168,6 +161,10 @@ impl Core {
                 self.on_completion(c);
             }
             self.completions = batch;
+            // Receives that stopped for want of buffers restart now that they are back.
+            for (slot, gen) in std::mem::take(&mut self.rearm) {
+                self.arm_recv(slot, gen);
+            }
             self.ring.submit();
         }
         while let Some(m) = self.inbox.try_recv() {
@@ -175,9 +172,6 @@ impl Core {
         }
         self.flush_outbox();
         self.ring.submit();
-        if !self.again.is_empty() {
-            self.waker.wake();
-        }
         if std::mem::take(&mut self.wake_others) {
             for (i, m) in self.mailboxes.iter().enumerate() {
                 if i != self.idx {
@@ -191,8 +185,31 @@ impl Core {
     /// Publishers paused for congestion go back to being read once it has cleared.
     fn resume_paused(&mut self) {
         if !self.paused.is_empty() && !self.congested() {
-            let paused = std::mem::take(&mut self.paused);
-            self.again.extend(paused);
+            for (slot, gen) in std::mem::take(&mut self.paused) {
+                if let Some(conn) = self.conns.get(slot, gen) {
+                    conn.flags &= !flag::PAUSED;
+                    self.arm_recv(slot, gen);
+                }
+            }
+        }
+    }
+
+    /// Arms the multishot receive of a connection.
+    fn arm_recv(&mut self, slot: u32, gen: u32) {
+        let group = self.bufs.group();
+        if let Some(conn) = self.conns.get(slot, gen) {
+            if !conn.has(flag::PAUSED) {
+                let fd = conn.fd;
+                self.ring.recv_multi(
+                    fd,
+                    group,
+                    Token {
+                        kind: Kind::Recv,
+                        gen,
+                        slot,
+                    },
+                );
+            }
         }
     }
 
@@ -213,20 +230,7 @@ impl Core {
         let Some(t) = c.token else { return };
         match t.kind {
             Kind::Accept => self.on_accept(c),
-            Kind::PollIn => {
-                let live = self.conns.get(t.slot, t.gen).is_some();
-                if !live {
-                    return;
-                }
-                if !c.more && c.result != -libc::ECANCELED {
-                    // The kernel ended the multishot (overflow, error): arm a new one.
-                    if let Some(conn) = self.conns.get(t.slot, t.gen) {
-                        let fd = conn.fd;
-                        self.ring.poll_in_multi(fd, t);
-                    }
-                }
-                self.read_ready(t.slot, t.gen);
-            }
+            Kind::Recv => self.on_recv(t, c),
             Kind::PollOut => {
                 if let Some(conn) = self.conns.get(t.slot, t.gen) {
                     conn.flags &= !flag::POLL_OUT;
@@ -270,14 +274,7 @@ impl Core {
         set_nodelay(fd);
         let slot = self.conns.insert(fd, self.tick);
         let gen = self.conns.by_slot(slot).map_or(0, |c| c.gen);
-        self.ring.poll_in_multi(
-            fd,
-            Token {
-                kind: Kind::PollIn,
-                gen,
-                slot,
-            },
-        );
+        self.arm_recv(slot, gen);
         let s = self.stats();
         s.accepted.inc();
         s.pending_open.inc();
@@ -286,52 +283,55 @@ impl Core {
         }
     }
 
-    /// Reads what the socket has into the scratch buffer and hands it on.
-    fn read_ready(&mut self, slot: u32, gen: u32) {
-        for _ in 0..READS_PER_TURN {
+    /// A multishot receive completed: bytes in a provided buffer, EOF, or an error.
+    fn on_recv(&mut self, t: Token, c: Completion) {
+        let (slot, gen) = (t.slot, t.gen);
+        if c.result > 0 {
+            let Some(bid) = c.buffer else {
+                self.close_now(slot, gen);
+                return;
+            };
+            if self.conns.get(slot, gen).is_some() {
+                // SAFETY: the kernel handed us `bid` and does not touch it until recycled,
+                // which happens right after the bytes have been handled.
+                let data = unsafe { self.bufs.bytes(bid, c.result as usize) };
+                self.on_bytes(slot, gen, data);
+            }
+            self.bufs.recycle(bid);
             let Some(conn) = self.conns.get(slot, gen) else {
                 return;
             };
-            let fd = conn.fd;
-            if conn.has(flag::BROADCAST) && self.congested() {
-                self.paused.push((slot, gen));
-                return;
-            }
-            let mut scratch = std::mem::take(&mut self.scratch);
-            // SAFETY: scratch is a valid writable buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    scratch.as_mut_ptr() as *mut libc::c_void,
-                    scratch.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 {
-                let n = n as usize;
-                self.on_bytes(slot, gen, &mut scratch[..n]);
-                self.scratch = scratch;
-                if n < SCRATCH {
-                    // A short read took everything there was; the multishot poll reports
-                    // anything that arrives later.
-                    return;
+            if conn.has(flag::BROADCAST) && !conn.has(flag::PAUSED) && self.congested() {
+                // Another core is behind: stop reading this publisher until it catches up.
+                if let Some(conn) = self.conns.get(slot, gen) {
+                    conn.flags |= flag::PAUSED;
                 }
-                continue;
-            }
-            self.scratch = scratch;
-            if n == 0 {
-                self.on_eof(slot, gen);
+                self.paused.push((slot, gen));
+                if c.more {
+                    self.ring.cancel(t);
+                }
                 return;
             }
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if errno == libc::EAGAIN || errno == libc::EINTR {
-                return;
+            if !c.more {
+                self.arm_recv(slot, gen); // the kernel ended the multishot: arm a new one
             }
-            self.stats().resets.inc();
-            self.close_now(slot, gen);
             return;
         }
-        self.again.push((slot, gen));
+        if let Some(bid) = c.buffer {
+            self.bufs.recycle(bid);
+        }
+        if self.conns.get(slot, gen).is_none() {
+            return;
+        }
+        match -c.result {
+            0 => self.on_eof(slot, gen),
+            libc::ENOBUFS => self.rearm.push((slot, gen)),
+            libc::ECANCELED => {}
+            _ => {
+                self.stats().resets.inc();
+                self.close_now(slot, gen);
+            }
+        }
     }
 
     fn on_bytes(&mut self, slot: u32, gen: u32, data: &mut [u8]) {
@@ -529,8 +529,8 @@ impl Core {
         };
         let fd = conn.fd;
         let flags = conn.flags;
-        self.ring.poll_remove(Token {
-            kind: Kind::PollIn,
+        self.ring.cancel(Token {
+            kind: Kind::Recv,
             gen,
             slot,
         });
@@ -624,9 +624,6 @@ impl Core {
             .conn_state_bytes
             .set(self.conns.state_bytes() as u64);
         self.resume_paused();
-        if !self.again.is_empty() {
-            self.waker.wake();
-        }
         self.ring.submit();
         self.check_drained();
     }

@@ -32,6 +32,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const GLOMMIO_IO_MEMORY: usize = 512 * 1024;
 /// SQ entries of each core's ring (the CQ is 8x).
 const RING_ENTRIES: u32 = 4096;
+/// Provided receive buffers per core: the kernel fills these, never memory of a connection.
+/// 1024 x 4 KiB = 4 MiB per core, whatever the number of connections.
+const RECV_BUFFERS: u16 = 1024;
+const RECV_BUFFER_SIZE: usize = 4096;
 
 /// What a core reports when it stops.
 #[derive(Debug, Default)]
@@ -241,6 +245,17 @@ fn run_core(
             return CoreSummary::default();
         }
     };
+    let bufs = match crate::ring::BufRing::new(RECV_BUFFERS, RECV_BUFFER_SIZE, 0)
+        .and_then(|b| ring.register_buffers(&b).map(|()| b))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot register receive buffers with io_uring on core {core_id} (needs Linux 5.19+): {e}"
+            )));
+            return CoreSummary::default();
+        }
+    };
     let efd = waker.fd();
     let core = Rc::new(RefCell::new(Core::new(
         idx,
@@ -252,6 +267,7 @@ fn run_core(
         ib,
         waker,
         mailboxes,
+        bufs,
     )));
     ex.run(async move {
         core.borrow_mut().arm_accept();

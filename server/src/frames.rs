@@ -1,7 +1,7 @@
 //! The frame loop of an open connection: decode what arrived, answer it, keep only what
 //! an unfinished frame needs.
 //!
-//! Bytes are decoded where they were read (the core's scratch buffer) whenever no partial
+//! Bytes are decoded where the kernel put them (a provided receive buffer) whenever no partial
 //! frame is pending, so the common case copies nothing; replies for everything decoded in
 //! one read are staged in the core's `tx` buffer and leave in one send(). Routes other than
 //! echo (broadcast, push) plug in where a data message is handled.

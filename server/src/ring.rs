@@ -2,15 +2,18 @@
 //!
 //! glommio keeps one poll `Source` (~500 B on the heap) per waiting socket and re-arms a
 //! fresh one-shot poll after every read. To make an idle connection cost almost nothing in
-//! user space, each core instead owns this second ring: one *multishot* poll per connection
-//! (kernel memory only, re-armed by the kernel, no per-read SQE) and one multishot accept
-//! per listener. The ring signals an eventfd on every completion; the core's glommio task
+//! user space, each core instead owns this second ring: one *multishot receive* per
+//! connection (kernel memory only, re-armed by the kernel, no per-read SQE and no recv
+//! syscall: the kernel copies arriving bytes into a buffer it picks from the core's
+//! provided-buffer ring, [`BufRing`], and posts a completion naming it), and one multishot
+//! accept per listener. No buffer belongs to a connection: an idle one pins nothing. The ring signals an eventfd on every completion; the core's glommio task
 //! awaits that eventfd through glommio's own ring, so the executor sleeps (0 % CPU) until
 //! a socket or another core needs it.
 
 use std::io;
 use std::os::fd::RawFd;
 
+use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 /// What an operation was for, packed into the 64-bit user_data with the slot and its
@@ -18,7 +21,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Accept = 1,
-    PollIn = 2,
+    /// Multishot receive with a provided buffer.
+    Recv = 2,
     PollOut = 3,
     /// Completions of cancellations: nothing to do.
     Ignore = 4,
@@ -39,7 +43,7 @@ impl Token {
     pub fn decode(v: u64) -> Option<Token> {
         let kind = match v >> 56 {
             1 => Kind::Accept,
-            2 => Kind::PollIn,
+            2 => Kind::Recv,
             3 => Kind::PollOut,
             4 => Kind::Ignore,
             _ => return None,
@@ -58,6 +62,8 @@ pub struct Completion {
     pub token: Option<Token>,
     pub result: i32,
     pub more: bool,
+    /// The provided buffer holding a receive's bytes.
+    pub buffer: Option<u16>,
 }
 
 pub struct Ring {
@@ -70,6 +76,7 @@ impl Ring {
         let ring = IoUring::builder()
             .setup_cqsize(entries * 8)
             .setup_single_issuer()
+            .setup_coop_taskrun()
             .build(entries)?;
         ring.submitter().register_eventfd(eventfd)?;
         Ok(Ring { ring })
@@ -95,14 +102,26 @@ impl Ring {
         self.push(e);
     }
 
-    /// Multishot readability poll: a CQE each time data (or EOF/error) arrives.
-    pub fn poll_in_multi(&mut self, fd: RawFd, token: Token) {
-        let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
-        let e = opcode::PollAdd::new(types::Fd(fd), mask)
-            .multi(true)
+    /// Multishot receive into buffers of `group`: a CQE per chunk of data (0 at EOF).
+    pub fn recv_multi(&mut self, fd: RawFd, group: u16, token: Token) {
+        let e = opcode::RecvMulti::new(types::Fd(fd), group)
             .build()
             .user_data(token.encode());
         self.push(e);
+    }
+
+    /// Registers a provided-buffer ring with this io_uring.
+    pub fn register_buffers(&self, bufs: &BufRing) -> io::Result<()> {
+        // SAFETY: the ring memory is page aligned, `entries` long, and lives as long as the
+        // BufRing, which the core keeps as long as this Ring.
+        unsafe {
+            self.ring.submitter().register_buf_ring_with_flags(
+                bufs.ring as u64,
+                bufs.entries,
+                bufs.group,
+                0,
+            )
+        }
     }
 
     /// One-shot writability poll, armed only while a connection has unsent bytes.
@@ -155,8 +174,105 @@ impl Ring {
                 token: Token::decode(c.user_data()),
                 result: c.result(),
                 more: cqueue::more(c.flags()),
+                buffer: cqueue::buffer_select(c.flags()),
             });
         }
+    }
+}
+
+/// A provided-buffer ring: `entries` buffers of `size` bytes the kernel fills with received
+/// bytes, handed back with [`BufRing::recycle`] as soon as they have been decoded.
+pub struct BufRing {
+    ring: *mut BufRingEntry,
+    ring_bytes: usize,
+    entries: u16,
+    group: u16,
+    size: usize,
+    tail: u16,
+    memory: Vec<u8>,
+}
+
+impl BufRing {
+    /// `entries` must be a power of two.
+    pub fn new(entries: u16, size: usize, group: u16) -> io::Result<BufRing> {
+        assert!(entries.is_power_of_two());
+        let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: anonymous private mapping; page aligned as the kernel requires.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut b = BufRing {
+            ring: ring as *mut BufRingEntry,
+            ring_bytes,
+            entries,
+            group,
+            size,
+            tail: 0,
+            memory: vec![0u8; entries as usize * size],
+        };
+        for bid in 0..entries {
+            b.push(bid);
+        }
+        b.publish();
+        Ok(b)
+    }
+
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    fn push(&mut self, bid: u16) {
+        let idx = (self.tail & (self.entries - 1)) as usize;
+        // SAFETY: idx < entries; the entry is ours to write until the tail is published.
+        let e = unsafe { &mut *self.ring.add(idx) };
+        e.set_addr(self.memory.as_ptr() as u64 + bid as u64 * self.size as u64);
+        e.set_len(self.size as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry; the kernel reads it atomically.
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring) as *const std::sync::atomic::AtomicU16;
+            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The bytes the kernel put in buffer `bid`.
+    ///
+    /// # Safety
+    /// `bid` must come from a completion of this ring's group and not have been recycled:
+    /// until then the kernel does not write to it.
+    pub unsafe fn bytes<'a>(&self, bid: u16, len: usize) -> &'a mut [u8] {
+        let start = bid as usize * self.size;
+        let len = len.min(self.size);
+        std::slice::from_raw_parts_mut(self.memory.as_ptr().add(start) as *mut u8, len)
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    pub fn recycle(&mut self, bid: u16) {
+        if bid < self.entries {
+            self.push(bid);
+            self.publish();
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped.
+        unsafe { libc::munmap(self.ring as *mut libc::c_void, self.ring_bytes) };
     }
 }
 
@@ -166,7 +282,7 @@ mod tests {
 
     #[test]
     fn token_roundtrip() {
-        for kind in [Kind::Accept, Kind::PollIn, Kind::PollOut, Kind::Ignore] {
+        for kind in [Kind::Accept, Kind::Recv, Kind::PollOut, Kind::Ignore] {
             let t = Token {
                 kind,
                 gen: 0xAB_CDEF,
