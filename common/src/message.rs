@@ -310,6 +310,40 @@ impl Decoder {
     }
 }
 
+/// Feeds one chunk of a connection's byte stream to its decoder, the way both servers drive
+/// it: decode in place when nothing is pending (the common case copies nothing), else append
+/// to the pending bytes and decode those. What an unfinished frame has so far stays in
+/// `pending` (never more than one frame: at most `max_message` + 14 bytes).
+pub fn feed<F>(
+    decoder: &mut Decoder,
+    pending: &mut Vec<u8>,
+    chunk: &mut [u8],
+    max_message: usize,
+    on_event: F,
+) -> Result<Decoded, Violation>
+where
+    F: FnMut(Event<'_>) -> Flow,
+{
+    if pending.is_empty() {
+        let d = decoder.decode(chunk, max_message, on_event)?;
+        if !d.stopped && d.consumed < chunk.len() {
+            if let Some(need) = d.frame_needs {
+                pending.reserve(need.min(max_message + crate::frame::MAX_HEADER_LEN));
+            }
+            pending.extend_from_slice(&chunk[d.consumed..]);
+        }
+        return Ok(d);
+    }
+    pending.extend_from_slice(chunk);
+    let mut buf = std::mem::take(pending);
+    let d = decoder.decode(&mut buf, max_message, on_event)?;
+    if !d.stopped {
+        buf.drain(..d.consumed);
+        *pending = buf;
+    }
+    Ok(d)
+}
+
 fn parse_close(p: &[u8]) -> Result<(Option<u16>, &[u8]), Violation> {
     match p.len() {
         0 => Ok((None, &[])),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use ws_common::frame::{self, op};
-use ws_common::message::{Decoder, Event, Flow};
+use ws_common::message::{self, Decoder, Event, Flow};
 
 use crate::conn::{flag, Phase};
 use crate::core::Core;
@@ -23,27 +23,19 @@ impl Core {
         let closing = conn.phase == Phase::Closing;
         let broadcast = conn.has(flag::BROADCAST);
         let echo_self = !conn.has(flag::NO_ECHO);
-        let mut decoder = Decoder::default();
-        let mut owned: Option<Vec<u8>> = None;
-        if let Some(ex) = conn.extra.as_mut() {
-            decoder = std::mem::take(&mut ex.decoder);
-            if !ex.inbuf.is_empty() {
-                let mut b = std::mem::take(&mut ex.inbuf);
-                b.extend_from_slice(data);
-                owned = Some(b);
-            }
-        }
-        let buf: &mut [u8] = match owned.as_mut() {
-            Some(b) => b,
-            None => &mut *data,
+        let (mut decoder, mut pending) = match conn.extra.as_mut() {
+            Some(ex) => (
+                std::mem::take(&mut ex.decoder),
+                std::mem::take(&mut ex.inbuf),
+            ),
+            None => (Decoder::default(), Vec::new()),
         };
-        let buf_len = buf.len();
 
         let stats = &self.all_stats[self.idx];
         let tx = &mut self.tx;
         let bcast_out = &mut self.bcast_out;
         let mut peer_close: Option<Option<u16>> = None;
-        let result = decoder.decode(buf, max, |ev| {
+        let result = message::feed(&mut decoder, &mut pending, data, max, |ev| {
             match ev {
                 Event::Message { text, payload } => {
                     stats.messages_in.inc();
@@ -74,15 +66,12 @@ impl Core {
             Flow::Continue
         });
 
-        let decoded = match result {
-            Ok(d) => d,
-            Err(v) => {
-                stats.protocol_close(v.code());
-                self.send_staged(slot, gen);
-                self.close_with(slot, gen, v.code(), v.reason());
-                return;
-            }
-        };
+        if let Err(v) = result {
+            stats.protocol_close(v.code());
+            self.send_staged(slot, gen);
+            self.close_with(slot, gen, v.code(), v.reason());
+            return;
+        }
         self.send_staged(slot, gen);
         for f in std::mem::take(&mut self.bcast_out) {
             self.broadcast_from(slot, f, echo_self);
@@ -95,22 +84,9 @@ impl Core {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
-        let consumed = decoded.consumed;
-        let leftover_len = buf_len - consumed;
-        if leftover_len > 0 || !decoder.is_idle() {
+        if !pending.is_empty() || !decoder.is_idle() {
             let ex = conn.extra();
-            match owned {
-                Some(mut b) => {
-                    b.drain(..consumed);
-                    ex.inbuf = b;
-                }
-                None => {
-                    if let Some(need) = decoded.frame_needs {
-                        ex.inbuf.reserve(need);
-                    }
-                    ex.inbuf.extend_from_slice(&data[consumed..]);
-                }
-            }
+            ex.inbuf = pending;
             ex.decoder = decoder;
         }
         conn.shed();
