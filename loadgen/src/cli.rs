@@ -58,6 +58,13 @@ pub enum Command {
     /// Run a load (the default when no subcommand is given).
     #[command(after_help = EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Which limit stops N connections on this box, the largest N that fits, and the fixes.
+    Doctor(Box<crate::doctor::DoctorArgs>),
+    /// Ramp held connections until a limit stops them, hold the ceiling, name the limit.
+    Ceiling(Box<crate::ceiling::CeilingArgs>),
+    /// (internal) A load generator process driven by `ceiling` over stdin/stdout.
+    #[command(hide = true)]
+    CeilingAgent(Box<crate::ceiling::agent::AgentArgs>),
 }
 
 /// What each connection does once open.
@@ -256,7 +263,17 @@ where
     T: Into<OsString> + Clone,
 {
     let mut v: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let explicit = ["run", "help", "-h", "--help", "-V", "--version"];
+    let explicit = [
+        "run",
+        "doctor",
+        "ceiling",
+        "ceiling-agent",
+        "help",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ];
     let needs_run = match v.get(1).and_then(|a| a.to_str()) {
         Some(a) => !explicit.contains(&a),
         None => false,
@@ -276,6 +293,7 @@ mod tests {
         v.extend_from_slice(args);
         match parse_from(v).unwrap().command {
             Command::Run(r) => *r,
+            other => panic!("not a run: {other:?}"),
         }
     }
 

@@ -353,6 +353,7 @@ mod tests {
             .command
             {
                 crate::cli::Command::Run(r) => *r,
+                _ => unreachable!("not a run"),
             },
             (20_000, 20_000),
         )
@@ -371,6 +372,7 @@ mod tests {
             .command
             {
                 crate::cli::Command::Run(r) => *r,
+                _ => unreachable!("not a run"),
             },
             (20_000, 20_000),
         )
@@ -402,6 +404,7 @@ mod tests {
         v.extend_from_slice(extra);
         match crate::cli::parse_from(v).unwrap().command {
             crate::cli::Command::Run(r) => *r,
+            _ => unreachable!("not a run"),
         }
     }
 
@@ -442,6 +445,7 @@ mod tests {
             v.extend_from_slice(extra);
             match crate::cli::parse_from(v).unwrap().command {
                 crate::cli::Command::Run(r) => build(&r, (20_000, 20_000)),
+                _ => unreachable!("not a run"),
             }
         };
         assert!(push("ws://127.0.0.1:9/ws", &[]).is_ok());

@@ -21,14 +21,22 @@
 //! - [`progress`]: live progress on stderr.
 //! - [`source_ip`]: `--source-ip` lists and ranges.
 //! - [`sys`]: the few raw syscalls (sockets, `IP_BIND_ADDRESS_NO_PORT`, epoll).
+//! - [`doctor`]: `ws-loadgen doctor`: which limit (descriptors, ports, conntrack, accept
+//!   queue, memory) stops N connections, by arithmetic over [`limits`].
+//! - [`limits`]: sysctls, meminfo, sockstat, /proc/PID limits and fds, /metrics scrapes.
+//! - [`ceiling`]: `ws-loadgen ceiling`: ramp held connections over agent processes until a
+//!   limit stops them, hold, name the limit from the evidence, report text/JSON/HTML.
 //!
 //! See `loadgen/ARCHITECTURE.md` for why the engine is built this way.
 
 pub mod broadcast;
+pub mod ceiling;
 pub mod cli;
 pub mod client_frame;
 pub mod config;
 pub mod conn;
+pub mod doctor;
+pub mod limits;
 pub mod progress;
 pub mod push;
 pub mod report;

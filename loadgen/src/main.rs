@@ -12,6 +12,9 @@ fn main() {
     };
     let code = match cli.command {
         Command::Run(args) => ws_loadgen::run::run(&args),
+        Command::Doctor(args) => ws_loadgen::doctor::run(&args),
+        Command::Ceiling(args) => ws_loadgen::ceiling::run(&args),
+        Command::CeilingAgent(args) => ws_loadgen::ceiling::agent::run(&args),
     };
     std::process::exit(code);
 }
