@@ -1,0 +1,186 @@
+//! Small helpers shared by the reference programs of `scripts/compare.sh`:
+//! descriptor limit, CPU time, resident memory, a stop flag set by SIGINT/SIGTERM, and
+//! duration parsing. Nothing here is on a hot path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Descriptors kept free for stdio, epoll, the listener and whatever the runtime opens.
+pub const FD_MARGIN: u64 = 32;
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns (soft, hard) afterwards.
+pub fn raise_nofile() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return (1024, 1024);
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+/// Raises the descriptor limit and refuses (exit 2, with the reason) when `n` sockets
+/// plus a small margin do not fit in it.
+pub fn ensure_fds(prog: &str, n: u64) {
+    let (soft, hard) = raise_nofile();
+    if n + FD_MARGIN > soft {
+        eprintln!(
+            "{prog}: {n} connections need {} file descriptors, but this process may open \
+             {soft} (RLIMIT_NOFILE soft {soft}, hard {hard}). Use -c {} or less, or raise the \
+             hard limit (ulimit -Hn, /etc/security/limits.conf, systemd LimitNOFILE).",
+            n + FD_MARGIN,
+            soft.saturating_sub(FD_MARGIN)
+        );
+        std::process::exit(2);
+    }
+}
+
+/// User + system CPU time of this process, in seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Resident set size of this process in bytes, from /proc/self/statm.
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// SIGINT and SIGTERM set the stop flag instead of killing the process, so it can print its
+/// final report. SIGPIPE is ignored (writes to a reset socket return EPIPE).
+pub fn install_stop_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGTERM, h);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// True once SIGINT or SIGTERM arrived.
+pub fn stopped() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(v) = t.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = t.strip_suffix('s') {
+        (v, 1.0)
+    } else if let Some(v) = t.strip_suffix('m') {
+        (v, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 10s, 500ms, 2m)"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+/// Prints a progress line once a second on stderr: `label: N/s (total T)`.
+pub struct PerSecond {
+    label: &'static str,
+    next: Instant,
+    last_count: u64,
+    last_at: Instant,
+}
+
+impl PerSecond {
+    pub fn new(label: &'static str) -> Self {
+        let now = Instant::now();
+        Self {
+            label,
+            next: now + Duration::from_secs(1),
+            last_count: 0,
+            last_at: now,
+        }
+    }
+
+    /// Prints when a second has passed since the last line.
+    pub fn tick(&mut self, count: u64) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        let dt = now.duration_since(self.last_at).as_secs_f64();
+        eprintln!(
+            "{}: {:.0}/s (total {count})",
+            self.label,
+            (count - self.last_count) as f64 / dt
+        );
+        self.last_count = count;
+        self.last_at = now;
+        self.next = now + Duration::from_secs(1);
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn rfc6455_accept_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+}

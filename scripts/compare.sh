@@ -1,0 +1,900 @@
+#!/usr/bin/env bash
+# scripts/compare.sh: ws-server against ws-server-tokio under identical ws-loadgen loads, with
+# the server and the load generator pinned to disjoint cores, next to the physical limits of
+# the box measured in the same run by bare epoll programs (bench/: bare-tcp) and the naive
+# one-task-per-connection tokio-tungstenite client (bench/: tokio-ws-client).
+#
+# Prints one Markdown table (server against server, with the ratio and the target) and writes
+# it, every raw JSON report and the /proc samples into reports/compare-<timestamp>/.
+# docs/BENCHMARKS.md records a run and explains every row.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/compare.sh [OPTIONS]
+
+Runs, for each server, the same phases with ws-loadgen:
+  1. idle density   hold N connections: server RSS and fds per connection, kernel memory
+                    (Slab, /proc/net/sockstat) per connection, memory after the clients leave
+  2. connect rate   handshakes/s while opening those N (ws-loadgen, then tokio-ws-client)
+  3. echo           closed-loop max msgs/s (1000 connections, 64 B), then RTT percentiles at
+                    a fixed rate, server CPU per million messages
+  4. broadcast      fan-out latency and deliveries/s at a fixed rate, then max
+                    (skipped when ws-loadgen has no --scenario broadcast)
+and, once, the bare TCP connect+accept and echo rates (bare-tcp) and the load generator's
+headroom (ws-loadgen and the bare client against the bare WebSocket echo server).
+
+Options:
+  --servers LIST         servers to compare (default ws-server,ws-server-tokio; a missing
+                         binary is skipped with a note)
+  --server-cores LIST    cores for the server (default 0)
+  --loadgen-cores LIST   cores for the load generators (default 1)
+  --connections N        connections for idle density and connect rate (default: 95 % of
+                         the descriptor limit, rounded down to 1000: 19000 for 20000)
+  --echo-connections N   echo connections (default 1000)
+  --payload BYTES        echo message size (default 64)
+  --echo-rate R          fixed echo rate for the latency run, msgs/s (default 20000)
+  --subscribers N        broadcast subscribers (default 1000)
+  --publish-rate R       broadcast messages published per second at the fixed rate
+                         (default 20: 20 × subscribers deliveries/s)
+  --duration SECS        length of each echo/broadcast run (default 8)
+  --quick                small N and short runs: a smoke test in under a minute
+  --no-build             use the binaries already built
+  --bin-dir DIR          take every binary from DIR (implies --no-build)
+  --no-bare              skip the bare-tcp reference runs
+  --no-netns             run in the host's network namespace (by default, as root, the run
+                         moves into a private one, see below)
+  --out DIR              output directory (default reports/compare-<timestamp>)
+  -h, --help             this help
+
+Binaries come from $CARGO_TARGET_DIR/release (default target/release) unless --bin-dir.
+
+As root the whole run happens in a private network namespace (unshare --net, loopback up,
+the host's per-namespace TCP sysctls copied in), so /proc/net/sockstat counts only this
+run's sockets and other jobs on the box cannot take its ports. Memory (Slab) is global.
+EOF
+}
+
+ORIG_ARGS=("$@")
+SERVERS=ws-server,ws-server-tokio
+SERVER_CORES=0
+LOADGEN_CORES=1
+CONNS=""
+ECHO_CONNS=1000
+PAYLOAD=64
+ECHO_RATE=20000
+SUBS=1000
+PUB_RATE=20
+DUR=8
+QUICK=0
+BUILD=1
+BARE=1
+OUT=""
+BIN_DIR=""
+NETNS=1
+
+need_val() { [ $# -ge 2 ] || { echo "compare.sh: $1 needs a value" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --servers) need_val "$@"; SERVERS=$2; shift 2 ;;
+        --server-cores) need_val "$@"; SERVER_CORES=$2; shift 2 ;;
+        --loadgen-cores) need_val "$@"; LOADGEN_CORES=$2; shift 2 ;;
+        --connections) need_val "$@"; CONNS=$2; shift 2 ;;
+        --echo-connections) need_val "$@"; ECHO_CONNS=$2; shift 2 ;;
+        --payload) need_val "$@"; PAYLOAD=$2; shift 2 ;;
+        --echo-rate) need_val "$@"; ECHO_RATE=$2; shift 2 ;;
+        --subscribers) need_val "$@"; SUBS=$2; shift 2 ;;
+        --publish-rate) need_val "$@"; PUB_RATE=$2; shift 2 ;;
+        --duration) need_val "$@"; DUR=$2; shift 2 ;;
+        --quick) QUICK=1; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --bin-dir) need_val "$@"; BIN_DIR=$2; BUILD=0; shift 2 ;;
+        --no-bare) BARE=0; shift ;;
+        --no-netns) NETNS=0; shift ;;
+        --out) need_val "$@"; OUT=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+command -v python3 >/dev/null || { echo "compare.sh: python3 is required" >&2; exit 2; }
+
+# Per-namespace TCP settings carried into the private namespace (tune.sh may have raised them).
+NETNS_SYSCTLS="net/core/somaxconn net/ipv4/ip_local_port_range net/ipv4/tcp_max_syn_backlog
+    net/ipv4/tcp_tw_reuse net/ipv4/tcp_fin_timeout net/ipv4/tcp_syncookies net/ipv4/tcp_rmem
+    net/ipv4/tcp_wmem net/core/netdev_max_backlog"
+if [ "$NETNS" = 1 ] && [ "${COMPARE_IN_NETNS:-}" = "" ] && [ "$(id -u)" = 0 ] &&
+    command -v unshare >/dev/null && command -v ip >/dev/null &&
+    unshare --net true 2>/dev/null; then
+    host=""
+    for k in $NETNS_SYSCTLS; do
+        [ -r "/proc/sys/$k" ] && host+="$k=$(tr -s '\t ' ' ' <"/proc/sys/$k");"
+    done
+    export COMPARE_IN_NETNS=1 COMPARE_HOST_SYSCTLS="$host"
+    exec unshare --net -- bash "$0" "${ORIG_ARGS[@]}"
+fi
+if [ "${COMPARE_IN_NETNS:-}" = 1 ]; then
+    ip link set lo up
+    IFS=';' read -r -a kv <<<"${COMPARE_HOST_SYSCTLS:-}"
+    for e in "${kv[@]}"; do
+        [ -n "$e" ] && [ -w "/proc/sys/${e%%=*}" ] && echo "${e#*=}" >"/proc/sys/${e%%=*}" 2>/dev/null || true
+    done
+fi
+command -v taskset >/dev/null || { echo "compare.sh: taskset (util-linux) is required" >&2; exit 2; }
+
+HARD_NOFILE=$(ulimit -Hn)
+[ "$HARD_NOFILE" = unlimited ] && HARD_NOFILE=1048576
+if [ "$QUICK" = 1 ]; then
+    : "${CONNS:=2000}"
+    DUR=2
+    SUBS=$((SUBS < 200 ? SUBS : 200))
+    ECHO_RATE=$((ECHO_RATE < 5000 ? ECHO_RATE : 5000))
+fi
+if [ -z "$CONNS" ]; then
+    CONNS=$((HARD_NOFILE * 95 / 100 / 1000 * 1000))
+    [ "$CONNS" -ge 1000 ] || CONNS=$((HARD_NOFILE - 100))
+fi
+if [ "$CONNS" -gt $((HARD_NOFILE - 100)) ]; then
+    echo "compare.sh: --connections $CONNS does not fit the descriptor limit ($HARD_NOFILE per process, hard)" >&2
+    exit 2
+fi
+# The first core of each list: the bare programs and tokio-ws-client are single-threaded.
+SC1=${SERVER_CORES%%[,-]*}
+LC1=${LOADGEN_CORES%%[,-]*}
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=${OUT:-reports/compare-$STAMP}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+NOTES="$OUT/notes.txt"
+: >"$NOTES"
+note() { echo "note: $*" >&2; echo "$*" >>"$NOTES"; }
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------
+# build
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=${BIN_DIR:-$TARGET_DIR/release}
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release (ws-server, ws-loadgen, bare-tcp, tokio-ws-client)"
+    cargo build --release --bin ws-server --bin ws-loadgen --bin bare-tcp --bin tokio-ws-client >&2
+    if [[ ",$SERVERS," == *",ws-server-tokio,"* ]]; then
+        cargo build --release --bin ws-server-tokio >&2 ||
+            note "ws-server-tokio did not build; it is skipped"
+    fi
+fi
+for b in ws-loadgen bare-tcp tokio-ws-client; do
+    [ -x "$BIN/$b" ] || { echo "compare.sh: $BIN/$b missing (build first, or drop --no-build)" >&2; exit 2; }
+done
+
+# ---------------------------------------------------------------------------------------
+# processes: start, wait, stop, clean up on exit
+
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget() { # pid: no longer ours to clean up
+    local i
+    for i in "${!PIDS[@]}"; do [ "${PIDS[$i]}" = "$1" ] && unset 'PIDS[i]'; done
+    return 0
+}
+
+free_port() { # a free TCP port below the ephemeral range, so clients never take it
+    python3 - <<'PY'
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randint(12000, max(12001, min(lo - 1, 30000)))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+PY
+}
+
+# start_bg LOGFILE CORES CMD...: starts CMD pinned, sets STARTED_PID, waits for "listening on".
+start_listener() {
+    local logf=$1 cores=$2
+    shift 2
+    taskset -c "$cores" "$@" >"$logf" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    local i
+    for i in $(seq 1 200); do
+        grep -q "listening on" "$logf" 2>/dev/null && return 0
+        kill -0 "$STARTED_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "compare.sh: $* did not start:" >&2
+    tail -5 "$logf" >&2
+    return 1
+}
+
+stop_pid() { # SIGTERM, wait up to 10 s, then SIGKILL
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    forget "$pid"
+}
+
+last_json() { # FILE: the last line that is a JSON object
+    grep '^{' "$1" | tail -1
+}
+
+# ---------------------------------------------------------------------------------------
+# /proc samples: KEY VALUE lines in $OUT/<name>/samples.txt
+
+fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+
+# Connection rates are timed the same way for every client (bare-tcp connect, ws-loadgen,
+# tokio-ws-client): a poller records "TIME TCP_INUSE" from /proc/net/sockstat every 2 ms
+# (only changes), and the rate is taken between 1 % and 99 % of the rise. Reading sockstat
+# costs the kernel a few counters, not a walk over the sockets.
+poll_start() { # FILE
+    python3 - "$1" <<'PY' &
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+last = None
+with open(sys.argv[1], "w") as out:
+    try:
+        while True:
+            with open("/proc/net/sockstat") as f:
+                for line in f:
+                    if line.startswith("TCP:"):
+                        parts = line.split()
+                        v = int(parts[parts.index("inuse") + 1])
+                        break
+            if v != last:
+                out.write(f"{time.time():.6f} {v}\n")
+                if last is None:
+                    out.flush()
+                last = v
+            time.sleep(0.002)
+    finally:
+        out.write(f"{time.time():.6f} {last}\n")
+PY
+    POLL_PID=$!
+    PIDS+=("$POLL_PID")
+    local i
+    for i in $(seq 1 100); do # until its first sample is written
+        [ -s "$1" ] && break
+        sleep 0.02
+    done
+}
+poll_stop() {
+    kill -TERM "$POLL_PID" 2>/dev/null || true
+    wait "$POLL_PID" 2>/dev/null || true
+    forget "$POLL_PID"
+}
+
+# sample FILE PREFIX [PID]: process RSS, fds and CPU time, and the kernel's socket memory.
+sample() {
+    local f=$1 p=$2 pid=${3:-}
+    {
+        if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
+            awk -v p="$p" '/^VmRSS:/ {print p ".rss_bytes", $2 * 1024}' "/proc/$pid/status"
+            echo "$p.fds $(fd_count "$pid")"
+            # utime + stime (fields 14, 15 after the command name), in clock ticks.
+            sed 's/^.*) //' "/proc/$pid/stat" |
+                awk -v p="$p" -v hz="$(getconf CLK_TCK)" '{print p ".cpu_s", ($12 + $13) / hz}'
+        fi
+        awk -v p="$p" '/^Slab:/ {print p ".slab_bytes", $2 * 1024}
+                       /^SUnreclaim:/ {print p ".sunreclaim_bytes", $2 * 1024}' /proc/meminfo
+        awk -v p="$p" '/^TCP:/ {for (i = 2; i < NF; i += 2) {
+                           if ($i == "inuse") print p ".tcp_inuse", $(i + 1);
+                           if ($i == "mem") print p ".tcp_mem_pages", $(i + 1) }}' /proc/net/sockstat
+        echo "$p.time $(date +%s.%N)"
+    } >>"$f"
+}
+
+# wait_fds PID TARGET TIMEOUT_S [WATCHPID]: until PID holds >= TARGET fds (or WATCHPID ends)
+wait_fds_at_least() {
+    local pid=$1 target=$2 t=$3 watch=${4:-} i
+    for i in $(seq 1 $((t * 10))); do
+        [ "$(fd_count "$pid")" -ge "$target" ] && return 0
+        [ -n "$watch" ] && ! kill -0 "$watch" 2>/dev/null && return 1
+        sleep 0.1
+    done
+    return 1
+}
+wait_fds_at_most() {
+    local pid=$1 target=$2 t=$3 i
+    for i in $(seq 1 $((t * 10))); do
+        [ "$(fd_count "$pid")" -le "$target" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# loadgen_bg JSONFILE ARGS...: ws-loadgen on the load generator cores (or $LG_CORES), in the
+# background; its pid in LG_PID.
+loadgen_bg() {
+    local json=$1 cores=${LG_CORES:-$LOADGEN_CORES}
+    shift
+    taskset -c "$cores" "$BIN/ws-loadgen" run "$@" --cores "$cores" \
+        --progress plain --json "$json" >"${json%.json}.log" 2>&1 &
+    LG_PID=$!
+    PIDS+=("$LG_PID")
+}
+loadgen() {
+    loadgen_bg "$@"
+    wait "$LG_PID" || true
+    forget "$LG_PID"
+    [ -s "$1" ] || note "ws-loadgen wrote no report for $1 (see ${1%.json}.log)"
+}
+
+HAS_BROADCAST=0
+if "$BIN/ws-loadgen" run --help 2>/dev/null | grep -qw broadcast; then
+    HAS_BROADCAST=1
+else
+    note "ws-loadgen has no --scenario broadcast: the broadcast phase is skipped"
+fi
+
+quiet_check() { # note the load average: other jobs on the box distort every figure
+    local la
+    la=$(cut -d' ' -f1 /proc/loadavg)
+    echo "$1 $la" >>"$OUT/loadavg.txt"
+    if python3 -c "import sys; sys.exit(0 if float('$la') > 0.5 * $(nproc) else 1)"; then
+        note "load average $la at '$1': other jobs were running on this box"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
+# the bare references: physical limits of this box, same cores
+
+run_bare() {
+    local d=$OUT/bare port
+    mkdir -p "$d"
+    quiet_check bare
+
+    log "bare TCP connect+accept: $CONNS connections held (accept on core $SC1, connect on core $LC1)"
+    port=$(free_port)
+    sample "$d/samples.txt" connect.before
+    start_listener "$d/accept.out" "$SC1" "$BIN/bare-tcp" accept --listen "127.0.0.1:$port" --hold
+    local apid=$STARTED_PID
+    poll_start "$d/connect.sockstat"
+    taskset -c "$LC1" "$BIN/bare-tcp" connect "127.0.0.1:$port" -c "$CONNS" --hold --hold-for 2s \
+        >"$d/connect.out" 2>"$d/connect.log" &
+    local cpid=$!
+    PIDS+=("$cpid")
+    wait_fds_at_least "$apid" "$CONNS" 60 "$cpid" || true
+    sleep 1
+    sample "$d/samples.txt" connect.held
+    poll_stop
+    wait "$cpid" || true
+    forget "$cpid"
+    stop_pid "$apid"
+    last_json "$d/connect.out" >"$d/connect.json" || note "bare-tcp connect printed no report"
+    last_json "$d/accept.out" >"$d/accept.json" || note "bare-tcp accept printed no report"
+
+    log "bare TCP echo: $ECHO_CONNS connections, $PAYLOAD B, closed loop, ${DUR}s"
+    port=$(free_port)
+    start_listener "$d/echo-server.out" "$SC1" "$BIN/bare-tcp" echo-server --listen "127.0.0.1:$port"
+    local spid=$STARTED_PID
+    taskset -c "$LC1" "$BIN/bare-tcp" echo-client "127.0.0.1:$port" -c "$ECHO_CONNS" \
+        --size "$PAYLOAD" -d "${DUR}s" >"$d/echo-client.out" 2>"$d/echo-client.log" || true
+    stop_pid "$spid"
+    last_json "$d/echo-client.out" >"$d/echo-client.json" || note "bare echo-client printed no report"
+    last_json "$d/echo-server.out" >"$d/echo-server.json" || true
+
+    log "bare WebSocket echo server: driven by the bare client, then by ws-loadgen (headroom)"
+    port=$(free_port)
+    start_listener "$d/ws-echo-server.out" "$SC1" "$BIN/bare-tcp" echo-server --ws --listen "127.0.0.1:$port"
+    spid=$STARTED_PID
+    taskset -c "$LC1" "$BIN/bare-tcp" echo-client --ws "127.0.0.1:$port" -c "$ECHO_CONNS" \
+        --size "$PAYLOAD" -d "${DUR}s" >"$d/ws-echo-client.out" 2>"$d/ws-echo-client.log" || true
+    last_json "$d/ws-echo-client.out" >"$d/ws-echo-client.json" || note "bare ws echo-client printed no report"
+    sleep 1
+    LG_CORES=$LC1 loadgen "$d/ws-echo-loadgen.json" "ws://127.0.0.1:$port/ws" -c "$ECHO_CONNS" \
+        --connect-rate 0 --rate 0 --payload "$PAYLOAD" -d "${DUR}s"
+    stop_pid "$spid"
+}
+
+# ---------------------------------------------------------------------------------------
+# one server
+
+run_server() {
+    local name=$1 d=$OUT/$1 port url pid
+    local exe=$BIN/$name
+    if [ ! -x "$exe" ]; then
+        note "$name: no binary at $exe, skipped"
+        return 0
+    fi
+    mkdir -p "$d"
+    local S=$d/samples.txt
+    port=$(free_port)
+    url="ws://127.0.0.1:$port/ws"
+    echo "$url" >"$d/url.txt"
+    quiet_check "$name"
+
+    log "$name: start on cores $SERVER_CORES, port $port"
+    start_listener "$d/server.log" "$SERVER_CORES" "$exe" --cores "$SERVER_CORES" \
+        --listen "127.0.0.1:$port" || { note "$name did not start (see $d/server.log)"; return 0; }
+    pid=$STARTED_PID
+    sleep 0.5
+    sample "$S" start "$pid"
+
+    # 1 + 2: idle density and connect rate (ws-loadgen)
+    log "$name: open $CONNS connections as fast as possible and hold them (ws-loadgen)"
+    local base_fds
+    base_fds=$(fd_count "$pid")
+    sample "$S" idle.before "$pid"
+    poll_start "$d/idle.sockstat"
+    loadgen_bg "$d/idle.json" "$url" --scenario hold -c "$CONNS" --connect-rate 0 \
+        --ping-interval 600s -d 120s
+    local lg=$LG_PID
+    if ! wait_fds_at_least "$pid" $((base_fds + CONNS)) 60 "$lg"; then
+        note "$name: the server never held $CONNS connections (ws-loadgen: see $d/idle.log)"
+    fi
+    sleep 1
+    sample "$S" idle.held "$pid"
+    poll_stop
+    sleep 1
+    kill -INT "$lg" 2>/dev/null || true
+    wait "$lg" || true
+    forget "$lg"
+    wait_fds_at_most "$pid" "$base_fds" 15 || note "$name: descriptors not back to baseline 15 s after the clients left"
+    sleep 1
+    sample "$S" idle.after "$pid"
+
+    # 2b: the same opening with the naive tokio-tungstenite client
+    log "$name: open $CONNS connections with tokio-ws-client (one task per connection)"
+    sample "$S" naive.before "$pid"
+    poll_start "$d/naive.sockstat"
+    taskset -c "$LC1" "$BIN/tokio-ws-client" "$url" -c "$CONNS" --concurrency 1024 --hold 1s \
+        >"$d/tokio-ws-client.out" 2>"$d/tokio-ws-client.log" || true
+    poll_stop
+    sample "$S" naive.after "$pid"
+    last_json "$d/tokio-ws-client.out" >"$d/tokio-ws-client.json" || note "$name: tokio-ws-client printed no report"
+    wait_fds_at_most "$pid" "$base_fds" 15 || true
+
+    # 3: echo, closed loop then fixed rate
+    log "$name: echo closed loop, $ECHO_CONNS connections, $PAYLOAD B, ${DUR}s"
+    sample "$S" echo_max.before "$pid"
+    loadgen "$d/echo-max.json" "$url" -c "$ECHO_CONNS" --connect-rate 0 --rate 0 \
+        --payload "$PAYLOAD" -d "${DUR}s"
+    sample "$S" echo_max.after "$pid"
+    wait_fds_at_most "$pid" "$base_fds" 15 || true
+
+    log "$name: echo at a fixed $ECHO_RATE msgs/s"
+    sample "$S" echo_fixed.before "$pid"
+    loadgen "$d/echo-fixed.json" "$url" -c "$ECHO_CONNS" --connect-rate 0 --rate "$ECHO_RATE" \
+        --payload "$PAYLOAD" -d "${DUR}s"
+    sample "$S" echo_fixed.after "$pid"
+    wait_fds_at_most "$pid" "$base_fds" 15 || true
+
+    # 4: broadcast
+    if [ "$HAS_BROADCAST" = 1 ]; then
+        run_broadcast "$name" "$d" "$port" "$pid" "$base_fds"
+    fi
+
+    sample "$S" end "$pid"
+    log "$name: stop (SIGTERM)"
+    stop_pid "$pid"
+}
+
+# The loadgen's broadcast flags are read from its --help, so this follows its CLI.
+run_broadcast() {
+    local name=$1 d=$2 port=$3 pid=$4 base_fds=$5
+    local S=$d/samples.txt url="ws://127.0.0.1:$port/broadcast?room=compare"
+    log "$name: broadcast, $SUBS subscribers, $PUB_RATE publishes/s, ${DUR}s"
+    sample "$S" bcast_fixed.before "$pid"
+    loadgen "$d/bcast-fixed.json" "$url" --scenario broadcast -c "$SUBS" --connect-rate 0 \
+        --rate "$PUB_RATE" --payload "$PAYLOAD" -d "${DUR}s"
+    sample "$S" bcast_fixed.after "$pid"
+    wait_fds_at_most "$pid" "$base_fds" 15 || true
+
+    log "$name: broadcast, $SUBS subscribers, as fast as possible"
+    sample "$S" bcast_max.before "$pid"
+    loadgen "$d/bcast-max.json" "$url" --scenario broadcast -c "$SUBS" --connect-rate 0 \
+        --rate 0 --payload "$PAYLOAD" -d "${DUR}s"
+    sample "$S" bcast_max.after "$pid"
+    wait_fds_at_most "$pid" "$base_fds" 15 || true
+}
+
+# ---------------------------------------------------------------------------------------
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "command: scripts/compare.sh $*"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "kernel: $(uname -r)"
+    echo "ram: $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "nofile_hard: $HARD_NOFILE"
+    echo "server_cores: $SERVER_CORES"
+    echo "loadgen_cores: $LOADGEN_CORES"
+    echo "connections: $CONNS"
+    echo "echo_connections: $ECHO_CONNS"
+    echo "payload: $PAYLOAD"
+    echo "echo_rate: $ECHO_RATE"
+    echo "subscribers: $SUBS"
+    echo "publish_rate: $PUB_RATE"
+    echo "duration_s: $DUR"
+    echo "quick: $QUICK"
+    echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- server loadgen common bench 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "netns: $([ "${COMPARE_IN_NETNS:-}" = 1 ] && echo private || echo host)"
+} >"$OUT/machine.txt"
+
+T0=$(date +%s)
+[ "$BARE" = 1 ] && run_bare
+IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+for s in "${SERVER_LIST[@]}"; do
+    run_server "$s"
+done
+echo "elapsed_s: $(($(date +%s) - T0))" >>"$OUT/machine.txt"
+
+# ---------------------------------------------------------------------------------------
+# the table
+
+python3 - "$OUT" "${SERVER_LIST[@]}" <<'PY' | tee "$OUT/compare.md"
+import json, os, sys
+
+out, servers = sys.argv[1], sys.argv[2:]
+
+
+def text(p):
+    try:
+        with open(os.path.join(out, p)) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def load(p):
+    t = text(p).strip()
+    if not t:
+        return None
+    try:
+        return json.loads(t)
+    except ValueError:
+        return None
+
+
+def get(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def samples(p):
+    d = {}
+    for line in text(p).splitlines():
+        k, _, v = line.partition(" ")
+        try:
+            d[k] = float(v)
+        except ValueError:
+            pass
+    return d
+
+
+def delta(s, a, b, key):
+    if f"{a}.{key}" in s and f"{b}.{key}" in s:
+        return s[f"{b}.{key}"] - s[f"{a}.{key}"]
+    return None
+
+
+def ramp(p):
+    """Connections/s from a sockstat timeline: between 1 % and 99 % of the TCP inuse rise
+    (both ends of a loopback connection are counted, so connections = rise / 2)."""
+    pts = []
+    for line in text(p).splitlines():
+        try:
+            t, v = line.split()
+            pts.append((float(t), int(v)))
+        except ValueError:
+            pass
+    if len(pts) < 3:
+        return None
+    base = pts[0][1]
+    peak = max(v for _, v in pts) - base
+    if peak < 200:
+        return None
+    lo = next(t for t, v in pts if v - base >= 0.01 * peak)
+    hi = next(t for t, v in pts if v - base >= 0.99 * peak)
+    if hi <= lo:
+        return None
+    return 0.98 * peak / 2 / (hi - lo)
+
+
+def div(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+machine = dict(
+    line.split(": ", 1) for line in text("machine.txt").splitlines() if ": " in line
+)
+
+# --- reference figures (bare-tcp, same run, same cores) ---------------------------------
+bare_connect = ramp("bare/connect.sockstat")
+bc = load("bare/connect.json")
+ba = load("bare/accept.json")
+bare_echo = get(load("bare/echo-client.json"), "rate")
+bare_echo_srv = load("bare/echo-server.json")
+bare_ws_client = get(load("bare/ws-echo-client.json"), "rate")
+lg_ws = load("bare/ws-echo-loadgen.json")
+lg_ws_rate = get(lg_ws, "messages", "received_per_s")
+bs = samples("bare/samples.txt")
+bare_slab = div(delta(bs, "connect.before", "connect.held", "slab_bytes"), get(ba, "held"))
+bare_tcpmem = div(delta(bs, "connect.before", "connect.held", "tcp_mem_pages"), get(ba, "held"))
+bare_echo_cpu_per_msg = None
+if bare_echo_srv and get(load("bare/echo-client.json"), "msgs"):
+    bare_echo_cpu_per_msg = bare_echo_srv["cpu_s"] / load("bare/echo-client.json")["msgs"]
+
+# --- per server -------------------------------------------------------------------------
+M = {}
+for s in servers:
+    smp = samples(f"{s}/samples.txt")
+    if not smp:
+        continue
+    m = {}
+    idle = load(f"{s}/idle.json")
+    n = get(idle, "connections", "peak_open") or 0
+    m["held"] = n
+    if n:
+        m["rss_per_conn"] = div(delta(smp, "idle.before", "idle.held", "rss_bytes"), n)
+        m["fds_per_conn"] = div(delta(smp, "idle.before", "idle.held", "fds"), n)
+        m["slab_per_conn"] = div(delta(smp, "idle.before", "idle.held", "slab_bytes"), n)
+        tm = delta(smp, "idle.before", "idle.held", "tcp_mem_pages")
+        m["tcpmem_per_conn"] = div(tm * 4096 if tm is not None else None, n)
+        m["cpu_us_per_handshake"] = div(delta(smp, "idle.before", "idle.held", "cpu_s"), n / 1e6)
+    m["loadgen_rss_per_conn"] = get(idle, "process", "rss_per_open_conn_bytes")
+    m["handshakes"] = ramp(f"{s}/idle.sockstat")
+    m["handshake_failures"] = get(idle, "connections", "failed")
+    naive = load(f"{s}/tokio-ws-client.json")
+    m["naive_handshakes"] = ramp(f"{s}/naive.sockstat")
+    m["naive_established"] = get(naive, "established")
+    m["naive_rss_per_conn"] = get(naive, "rss_per_conn_bytes")
+    b = smp.get("idle.before.rss_bytes")
+    a = smp.get("idle.after.rss_bytes")
+    m["rss_after_pct"] = div((a - b) * 100, b) if a is not None and b else None
+    m["fds_after"] = delta(smp, "idle.before", "idle.after", "fds")
+    for phase, f in (("echo_max", "echo-max.json"), ("echo_fixed", "echo-fixed.json"),
+                     ("bcast_fixed", "bcast-fixed.json"), ("bcast_max", "bcast-max.json")):
+        r = load(f"{s}/{f}")
+        if not r:
+            continue
+        cpu = delta(smp, f"{phase}.before", f"{phase}.after", "cpu_s")
+        rec = get(r, "messages", "received") or 0
+        m[f"{phase}.rate"] = get(r, "messages", "received_per_s")
+        m[f"{phase}.sent_rate"] = div(get(r, "messages", "sent"), get(r, "elapsed_s"))
+        m[f"{phase}.errors"] = get(r, "error_rate")
+        m[f"{phase}.per_cpu_s"] = div(rec, cpu)
+        m[f"{phase}.cpu_per_million"] = div(cpu, rec / 1e6) if rec else None
+        lat = get(r, "latency", "rtt") or {}
+        for q in ("p50", "p99", "p999"):
+            v = lat.get(q)
+            m[f"{phase}.{q}"] = v / 1000 if v else None
+        # broadcast: fan-out latency and deliveries, from the scenario's own section
+        bc_sec = get(r, "broadcast")
+        if isinstance(bc_sec, dict):
+            for k in ("deliveries", "delivered"):
+                if k in bc_sec:
+                    m[f"{phase}.deliveries"] = bc_sec[k]
+                    m[f"{phase}.rate"] = div(bc_sec[k], get(r, "elapsed_s"))
+                    m[f"{phase}.per_cpu_s"] = div(bc_sec[k], cpu)
+            fl = bc_sec.get("latency") or bc_sec.get("fanout") or {}
+            for q in ("p50", "p99", "p999"):
+                if isinstance(fl, dict) and fl.get(q):
+                    m[f"{phase}.{q}"] = fl[q] / 1000
+    total = None
+    if m.get("rss_per_conn") is not None and m.get("slab_per_conn") is not None:
+        # a real server keeps one socket per client (the other end is remote): half the pair
+        total = max(m["rss_per_conn"], 0) + m["slab_per_conn"] / 2
+    m["mem_per_conn"] = total
+    M[s] = m
+
+shown = [s for s in servers if s in M]
+
+
+def fmt(v, kind):
+    if v is None:
+        return "–"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "B":
+        return f"{v:,.0f} B"
+    if kind == "KB":
+        return f"{v / 1000:,.1f} KB"
+    if kind == "us":
+        return f"{v:,.1f} µs"
+    if kind == "ms":
+        return f"{v:,.3f} ms" if v < 10 else f"{v:,.1f} ms"
+    if kind == "pct":
+        return f"{v:+.1f} %"
+    if kind == "pct0":
+        return f"{v:.0f} %"
+    if kind == "s":
+        return f"{v:.3f} s"
+    if kind == "M":
+        return f"{v / 1e6:,.2f} M"
+    if kind == "ratio":
+        return f"{v:.2f}"
+    return str(v)
+
+
+rows = []  # (label, values per server, kind, ratio?, target text, verdict)
+
+
+def row(label, key, kind, ratio=True, target="", verdict=None):
+    vals = [M[s].get(key) for s in shown]
+    r = None
+    if ratio and len(vals) >= 2:
+        r = div(vals[0], vals[1])
+    rows.append((label, vals, kind, r, target, verdict))
+
+
+def v(s, key):
+    return M.get(s, {}).get(key)
+
+
+A = shown[0] if shown else None
+B = next((s for s in shown if s.endswith("tokio")), shown[1] if len(shown) > 1 else None)
+a = lambda k: v(A, k)
+b = lambda k: v(B, k)
+
+
+def ok(cond):
+    if cond is None:
+        return "–"
+    return "yes" if cond else "**no**"
+
+
+def both(*c):
+    if any(x is None for x in c):
+        return None
+    return all(c)
+
+
+def le(x, y):
+    return None if x is None or y is None else x <= y
+
+
+def ge(x, y):
+    return None if x is None or y is None else x >= y
+
+
+mul = lambda x, k: None if x is None else x * k
+
+n = machine.get("connections", "?")
+row(f"connections held (target {n})", "held", "int", ratio=False)
+row("server RSS per idle connection", "rss_per_conn", "B",
+    target="≤ 512 B and ≤ 1/10 of tokio's",
+    verdict=ok(both(le(a("rss_per_conn"), 512), le(a("rss_per_conn"), mul(b("rss_per_conn"), 0.1)))))
+row("server descriptors per connection", "fds_per_conn", "ratio")
+row("kernel Slab per connection (both loopback ends)", "slab_per_conn", "B")
+row("ws-loadgen RSS per idle connection", "loadgen_rss_per_conn", "B", ratio=False,
+    target="≤ 1 KiB", verdict=ok(le(a("loadgen_rss_per_conn"), 1024)))
+hs_target = both(ge(a("handshakes"), mul(bare_connect, 0.5)), ge(a("handshakes"), mul(a("naive_handshakes"), 2)))
+row(f"handshakes/s opening {n} (ws-loadgen)", "handshakes", "int",
+    target="≥ 50 % of bare connect+accept, ≥ 2× tokio-ws-client", verdict=ok(hs_target))
+row(f"handshakes/s opening {n} (tokio-ws-client, 1 task/conn)", "naive_handshakes", "int")
+row("tokio-ws-client RSS per connection", "naive_rss_per_conn", "B")
+row("server CPU per handshake", "cpu_us_per_handshake", "us", target="≤ 1/2 of tokio's",
+    verdict=ok(le(a("cpu_us_per_handshake"), mul(b("cpu_us_per_handshake"), 0.5))))
+row("echo closed loop: msgs/s", "echo_max.rate", "int",
+    target="≥ tokio's and ≥ 80 % of bare TCP echo",
+    verdict=ok(both(ge(a("echo_max.rate"), b("echo_max.rate")), ge(a("echo_max.rate"), mul(bare_echo, 0.8)))))
+row("echo closed loop: msgs per server CPU-second", "echo_max.per_cpu_s", "int",
+    target="≥ 2× tokio's", verdict=ok(ge(a("echo_max.per_cpu_s"), mul(b("echo_max.per_cpu_s"), 2))))
+row("echo closed loop: server CPU-s per million msgs", "echo_max.cpu_per_million", "s")
+row("echo closed loop: error rate", "echo_max.errors", "ratio", ratio=False)
+er = machine.get("echo_rate", "?")
+row(f"echo at {er} msgs/s: achieved msgs/s", "echo_fixed.rate", "int")
+row(f"echo at {er} msgs/s: RTT p50", "echo_fixed.p50", "ms")
+row(f"echo at {er} msgs/s: RTT p99", "echo_fixed.p99", "ms", target="≤ 1/2 of tokio's",
+    verdict=ok(le(a("echo_fixed.p99"), mul(b("echo_fixed.p99"), 0.5))))
+row(f"echo at {er} msgs/s: RTT p99.9", "echo_fixed.p999", "ms", target="≤ 1/2 of tokio's",
+    verdict=ok(le(a("echo_fixed.p999"), mul(b("echo_fixed.p999"), 0.5))))
+row(f"echo at {er} msgs/s: server CPU-s per million msgs", "echo_fixed.cpu_per_million", "s")
+if any(v(s, "bcast_fixed.rate") is not None for s in shown):
+    subs = machine.get("subscribers", "?")
+    pr = machine.get("publish_rate", "?")
+    row(f"broadcast {subs} subs at {pr} pub/s: deliveries/s", "bcast_fixed.rate", "int")
+    row("broadcast fixed rate: fan-out latency p50", "bcast_fixed.p50", "ms")
+    row("broadcast fixed rate: fan-out latency p99", "bcast_fixed.p99", "ms",
+        target="≤ 1/2 of tokio's", verdict=ok(le(a("bcast_fixed.p99"), mul(b("bcast_fixed.p99"), 0.5))))
+    row("broadcast fixed rate: deliveries per server CPU-second", "bcast_fixed.per_cpu_s", "int",
+        target="≥ 2× tokio's",
+        verdict=ok(ge(a("bcast_fixed.per_cpu_s"), mul(b("bcast_fixed.per_cpu_s"), 2))))
+    row("broadcast max: deliveries/s", "bcast_max.rate", "int")
+    row("broadcast max: deliveries per server CPU-second", "bcast_max.per_cpu_s", "int")
+    row("broadcast max: fan-out latency p99", "bcast_max.p99", "ms")
+row("RSS after the clients left, vs before", "rss_after_pct", "pct", ratio=False,
+    target="within 10 %", verdict=ok(None if a("rss_after_pct") is None else abs(a("rss_after_pct")) <= 10))
+row("descriptors after the clients left, vs before", "fds_after", "int", ratio=False,
+    target="0", verdict=ok(None if a("fds_after") is None else a("fds_after") <= 0))
+row("memory per connection, server side (RSS + ½ Slab pair)", "mem_per_conn", "B")
+for gib in (24, 128, 512):
+    for s in shown:
+        mp = M[s].get("mem_per_conn")
+        M[s][f"proj{gib}"] = (gib * 2**30 / mp) if mp and mp > 0 else None
+    row(f"projected connections in {gib} GiB (memory only)", f"proj{gib}", "M")
+
+print(f"## ws-ceiling compare: {', '.join(shown) or 'no server ran'}")
+print()
+print(f"{machine.get('date', '')} · {machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), "
+      f"kernel {machine.get('kernel', '?')}, {machine.get('ram', '?')} RAM · server on cores "
+      f"{machine.get('server_cores', '?')}, load generators on cores {machine.get('loadgen_cores', '?')} · "
+      f"`{machine.get('command', '')}` · git {machine.get('git', '?')}")
+print()
+if shown:
+    hdr = ["figure"] + shown
+    if len(shown) >= 2:
+        hdr.append(f"{shown[0]} ÷ {B}")
+    hdr += ["target (first server)", "met"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for label, vals, kind, r, target, verdict in rows:
+        cells = [label] + [fmt(x, kind) for x in vals]
+        if len(shown) >= 2:
+            cells.append(f"{r:.2f}" if r is not None else "–")
+        cells += [target, verdict or ""]
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+print("### Reference: physical limits, same run, same cores")
+print()
+print("| figure | value | note |")
+print("|---|---|---|")
+print(f"| bare TCP connect+accept, {get(ba, 'held') or n} held | {fmt(bare_connect, 'int')} /s | "
+      f"epoll, one thread each (bare-tcp accept/connect); self-reported: accept {fmt(get(ba, 'rate'), 'int')}/s, "
+      f"connect {fmt(get(bc, 'rate'), 'int')}/s |")
+print(f"| bare TCP accept: CPU per accept | {fmt(mul(get(ba, 'cpu_us_per_accept'), 1), 'us')} | server core |")
+print(f"| bare kernel Slab per connection (both ends) | {fmt(bare_slab, 'B')} | "
+      f"/proc/meminfo Slab delta while held |")
+print(f"| bare TCP echo, {machine.get('echo_connections', '?')} conns × {machine.get('payload', '?')} B, closed loop | "
+      f"{fmt(bare_echo, 'int')} msgs/s | server CPU {fmt(mul(bare_echo_cpu_per_msg, 1e6), 'us')} per message |")
+print(f"| bare WebSocket echo server driven by the bare client | {fmt(bare_ws_client, 'int')} msgs/s | bare-tcp echo-client --ws |")
+head = div(lg_ws_rate, bare_ws_client)
+print(f"| … driven by ws-loadgen (one core) | {fmt(lg_ws_rate, 'int')} msgs/s | "
+      f"headroom {fmt(mul(head, 100), 'pct0')} of the bare client (target ≥ 90 %: {ok(ge(head, 0.9))}) |")
+for s in shown:
+    if s != A and A and B:
+        pass
+if A and bare_connect:
+    print(f"| {A} handshakes/s ÷ bare connect+accept | {fmt(mul(div(a('handshakes'), bare_connect), 100), 'pct0')} | target ≥ 50 % |")
+if A and a("naive_handshakes"):
+    print(f"| ws-loadgen ÷ tokio-ws-client handshakes/s against {A} | "
+          f"{fmt(div(a('handshakes'), a('naive_handshakes')), 'ratio')} | target ≥ 2 |")
+if A and bare_echo:
+    print(f"| {A} echo msgs/s ÷ bare TCP echo | {fmt(mul(div(a('echo_max.rate'), bare_echo), 100), 'pct0')} | target ≥ 80 % |")
+print()
+notes = [l for l in text("notes.txt").splitlines() if l.strip()]
+if notes:
+    print("Notes:")
+    for l in notes:
+        print(f"- {l}")
+    print()
+print(f"Handshake and connect rates are timed for every client the same way: TCP sockets in use "
+      f"(/proc/net/sockstat) polled every 2 ms, rate between 1 % and 99 % of the rise. Kernel "
+      f"memory counts both ends of each loopback connection; the projection counts the server's "
+      f"RSS plus half of it. Run time {machine.get('elapsed_s', '?')} s.")
+PY
+echo >&2
+echo "report: $OUT/compare.md (raw JSON and samples alongside)" >&2
