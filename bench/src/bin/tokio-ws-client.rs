@@ -17,6 +17,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use ws_bench::{cpu_seconds, ensure_fds, install_stop_signals, parse_duration, rss_bytes, stopped};
 
 #[derive(Parser)]
@@ -40,6 +41,10 @@ struct Cli {
     /// Runtime threads: 1 is a current-thread runtime (one core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// tungstenite's read buffer per connection (default: tungstenite's own, 128 KiB,
+    /// which is what a naive client gets).
+    #[arg(long, value_name = "BYTES")]
+    read_buffer_size: Option<usize>,
 }
 
 #[derive(Default)]
@@ -90,9 +95,17 @@ async fn run(cli: Cli) -> serde_json::Value {
         let counts = counts.clone();
         let permits = permits.clone();
         let mut stop = stop_rx.clone();
+        let read_buffer = cli.read_buffer_size;
         tasks.push(tokio::spawn(async move {
             let permit = permits.acquire_owned().await;
-            let ws = tokio_tungstenite::connect_async(url.as_str()).await;
+            let ws = match read_buffer {
+                None => tokio_tungstenite::connect_async(url.as_str()).await,
+                Some(n) => {
+                    let cfg = WebSocketConfig::default().read_buffer_size(n);
+                    tokio_tungstenite::connect_async_with_config(url.as_str(), Some(cfg), false)
+                        .await
+                }
+            };
             drop(permit);
             let mut ws = match ws {
                 Ok((ws, _resp)) => ws,
@@ -192,5 +205,6 @@ async fn run(cli: Cli) -> serde_json::Value {
         "rss_held_bytes": rss_held,
         "rss_per_conn_bytes": per_conn,
         "threads": cli.threads,
+        "read_buffer_size": cli.read_buffer_size,
     })
 }
