@@ -665,7 +665,11 @@ pub fn run(a: &CeilingArgs) -> i32 {
         server
             .as_ref()
             .map(|s| match s.pid {
-                Some(p) => format!("pid {p} ({}) RLIMIT_NOFILE {:?}", s.comm, s.nofile.map(|n| n.0)),
+                Some(p) => format!(
+                    "pid {p} ({}) RLIMIT_NOFILE {}",
+                    s.comm,
+                    s.nofile.map_or("?".into(), |n| n.0.to_string())
+                ),
                 None => "seen through /metrics".into(),
             })
             .unwrap_or_else(|| "not found locally".into()),
@@ -945,8 +949,10 @@ pub fn run(a: &CeilingArgs) -> i32 {
 
     // Memory per connection, from the growth between the start and the plateau.
     let conns = peak.open.saturating_sub(base.open);
+    // A figure that did not grow (other activity on the box freed more than the
+    // connections took) is not a measurement.
     let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(x), Some(y)) if conns > 0 => Some(x.saturating_sub(y) as f64 / conns as f64),
+        (Some(x), Some(y)) if conns > 0 && x > y => Some((x - y) as f64 / conns as f64),
         _ => None,
     };
     let mut server_user = per(peak.server_rss, base.server_rss);
@@ -963,6 +969,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
     }
     let mut memory = MemoryReport {
         connections_measured: conns,
+        reliable: conns >= report::MEMORY_MIN_CONNS,
         server_user_bytes_per_conn: server_user,
         loadgen_user_bytes_per_conn: per(
             Some(peak.loadgen_rss),

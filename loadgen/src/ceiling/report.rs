@@ -138,6 +138,9 @@ pub struct Projection {
 pub struct MemoryReport {
     /// Connections open when memory was measured.
     pub connections_measured: u64,
+    /// Measured over enough connections (at least [`MEMORY_MIN_CONNS`]) for the page-sized
+    /// steps of RSS and the other activity on the box not to dominate.
+    pub reliable: bool,
     /// Server RSS growth per connection.
     pub server_user_bytes_per_conn: Option<f64>,
     /// Load generator RSS growth per connection (all processes).
@@ -198,6 +201,9 @@ pub struct CeilingReport {
     pub exit_code: i32,
     pub error: Option<String>,
 }
+
+/// Fewer connections than this make per-connection memory figures rough.
+pub const MEMORY_MIN_CONNS: u64 = 2000;
 
 pub fn fmt_n(v: u64) -> String {
     let s = v.to_string();
@@ -381,8 +387,13 @@ impl CeilingReport {
         let m = &self.memory;
         let _ = writeln!(
             s,
-            "MEMORY (measured at {} open connections)",
-            fmt_n(m.connections_measured)
+            "MEMORY (measured at {} open connections{})",
+            fmt_n(m.connections_measured),
+            if m.reliable {
+                ""
+            } else {
+                ": too few for reliable figures, rough"
+            }
         );
         let per = |v: Option<f64>| {
             v.map(|b| format!("{b:.0} B"))
