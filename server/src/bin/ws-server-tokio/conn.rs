@@ -18,7 +18,7 @@
 //! or two tasks) costs no `BiLock`, no second task and no channel for plain echo.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -38,8 +38,9 @@ use ws_common::frame::close;
 use ws_server::cli::SlowConsumer;
 
 use crate::ctx::{Ctx, Stopped};
-use crate::http::LINGER;
+use crate::http::{Admission, LINGER};
 use crate::hub::{frame_cost, ConnId, Mailbox, Out};
+use crate::metrics::Charge;
 use crate::stream::Counted;
 
 /// Messages handled per wake before the task yields to others.
@@ -143,15 +144,25 @@ struct Conn {
     /// Since when the writer has been unable to write.
     stall_since: Option<Instant>,
     last_ping: Instant,
+    /// Room and user registrations, dropped (unregistered) when the loop ends.
+    membership: Option<Membership>,
+    _admission: Admission,
+    /// This connection in the `ws_connections_open` gauge.
+    _open: Charge,
 }
 
-/// Runs an upgraded connection to its end.
-pub async fn run(
+/// Sets up an upgraded connection; the future runs it to its end.
+///
+/// A plain function returning the loop's future (rather than an `async fn`) so the
+/// connection's state exists once in the task: an `async fn` keeps its arguments for its
+/// whole life next to the locals they were moved into.
+pub fn run(
     ctx: &'static Ctx,
     ws: WebSocketStream<Counted>,
     route: Route,
-    mut stopped: Stopped<'_, '_>,
-) {
+    admission: Admission,
+    open: Charge,
+) -> impl Future<Output = ()> + Send + 'static {
     let id = ctx.hub.next_id();
     let (mailbox, rx) = if route.reachable() {
         let (m, r) = Mailbox::new();
@@ -175,7 +186,7 @@ pub async fn run(
             membership.user = Some(u.clone());
         }
     }
-    let mut c = Conn {
+    let c = Conn {
         ctx,
         ws,
         id,
@@ -187,38 +198,50 @@ pub async fn run(
         dirty: false,
         stall_since: None,
         last_ping: Instant::now(),
+        membership: Some(membership),
+        _admission: admission,
+        _open: open,
     };
-    let mut timer = pin!(sleep_until(c.next_deadline()));
-    let end = loop {
-        let ev = tokio::select! {
-            biased;
-            _ = &mut stopped => Ev::Stop,
-            _ = timer.as_mut() => Ev::Timer,
-            ev = poll_fn(|cx| c.poll_io(cx)) => ev,
-        };
-        match ev {
-            Ev::Stop => break End::Shutdown,
-            Ev::Timer => {
-                if let Some(end) = c.on_timer() {
-                    break end;
-                }
-                timer.as_mut().reset(c.next_deadline());
-            }
-            Ev::Rearm => {
-                let d = c.next_deadline();
-                if d < timer.deadline() {
-                    timer.as_mut().reset(d);
-                }
-            }
-            Ev::End(end) => break end,
-        }
-    };
-    // No more deliveries: leave the room and user before closing.
-    drop(membership);
-    c.finish(end).await;
+    c.serve()
 }
 
 impl Conn {
+    async fn serve(mut self) {
+        let ctx = self.ctx;
+        let notified = pin!(ctx.stop.notified());
+        let mut stopped = Stopped::new(ctx, notified);
+        let mut timer = pin!(sleep_until(self.next_deadline()));
+        let end = loop {
+            let ev = tokio::select! {
+                biased;
+                _ = &mut stopped => Ev::Stop,
+                _ = timer.as_mut() => Ev::Timer,
+                ev = poll_fn(|cx| self.poll_io(cx)) => ev,
+            };
+            match ev {
+                Ev::Stop => break End::Shutdown,
+                Ev::Timer => {
+                    if let Some(end) = self.on_timer() {
+                        break end;
+                    }
+                    timer.as_mut().reset(self.next_deadline());
+                }
+                Ev::Rearm => {
+                    let d = self.next_deadline();
+                    if d < timer.deadline() {
+                        timer.as_mut().reset(d);
+                    }
+                }
+                Ev::End(end) => break end,
+            }
+        };
+        // No more deliveries: leave the room and user before closing.
+        self.membership = None;
+        // The closing paths (close handshake, linger, drain) live in their own allocation,
+        // made only when a connection ends, so they do not grow every connection's task.
+        Box::pin(self.finish(end)).await;
+    }
+
     /// Drives reads and writes; Ready only when the select loop has something to do.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Ev> {
         let mut handled = 0;

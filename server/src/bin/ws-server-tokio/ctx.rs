@@ -23,7 +23,7 @@ use ws_server::cli::SlowConsumer;
 use ws_server::stats::CoreStats;
 
 use crate::hub::Hub;
-use crate::metrics::Gauges;
+use crate::metrics::{Charge, Gauges};
 
 /// The command line, as the tasks use it.
 #[derive(Debug, Clone)]
@@ -117,11 +117,58 @@ impl Ctx {
         self.stop.notify_waiters();
     }
 
+    /// Spawns a connection task: counted alive (for the shutdown wait) until it ends, and
+    /// its own memory (the future's size, plus `extra_bytes` it is known to hold) charged
+    /// to `ws_connection_state_bytes` of the calling worker.
+    ///
+    /// The guards ride in a hand-written wrapper rather than an `async move` block: an
+    /// async block keeps its captured future *and* the awaited copy of it, doubling the
+    /// task's size.
+    pub fn spawn_conn<F>(&'static self, fut: F, extra_bytes: usize)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let bytes = (std::mem::size_of_val(&fut) + extra_bytes) as u64;
+        self.live.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(Tracked {
+            fut,
+            _live: Live(self),
+            _mem: Charge::new(&self.gauges[self.slot()].state_bytes, bytes),
+        });
+    }
+
     /// Counts a connection closed for being a slow consumer (1008).
     pub fn count_slow_close(&self) {
         let s = self.stats();
         s.protocol_close(ws_common::frame::close::POLICY);
         s.slow_consumer_closes.inc();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection task's future with its bookkeeping.
+    struct Tracked<F> {
+        #[pin]
+        fut: F,
+        _live: Live,
+        _mem: Charge,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().fut.poll(cx)
+    }
+}
+
+/// Counts a connection task as alive until it ends.
+struct Live(&'static Ctx);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -33,6 +33,8 @@ use crate::stream::Counted;
 /// How long a closing connection gets to take our last bytes and send its EOF (ws-server:
 /// two one-second ticks).
 pub const LINGER: Duration = Duration::from_secs(2);
+/// First size of the request buffer.
+const HEAD_BUFFER: usize = 1024;
 
 /// How reading the request ended, when it did not produce one.
 enum ReadEnd {
@@ -47,8 +49,9 @@ enum ReadEnd {
 pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     let home = ctx.slot();
-    let mut pending = Some(Charge::new(&ctx.gauges[home].pending, 1));
-    let mut state = Charge::new(&ctx.gauges[home].state_bytes, MAX_HANDSHAKE_BYTES as u64);
+    let pending = Charge::new(&ctx.gauges[home].pending, 1);
+    // The request buffer (the task itself is charged by spawn_conn).
+    let mut state = Charge::new(&ctx.gauges[home].state_bytes, HEAD_BUFFER as u64);
 
     let notified = pin!(ctx.stop.notified());
     let mut stopped = Stopped::new(ctx, notified);
@@ -58,6 +61,7 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
         _ = &mut stopped => return, // shutdown: unfinished handshakes are just closed
         r = timeout_at(deadline, read_head(&mut stream, &mut buf)) => r,
     };
+    state.set(buf.capacity() as u64);
     let req = match read {
         Err(_) => {
             ctx.stats().handshake_timeout_closes.inc();
@@ -133,7 +137,7 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
     if !admitted {
         return reject(ctx, &mut stream, Reject::Unavailable).await;
     }
-    let _admission = Admission(ctx);
+    let admission = Admission(ctx);
     let resp = handshake::switching_protocols(&accept);
     match timeout_at(deadline, stream.write_all(&resp)).await {
         Ok(Ok(())) => {}
@@ -149,13 +153,10 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
     let s = ctx.stats();
     s.upgraded.inc();
     // Gauges: no longer pending, now open (charged to the upgrading worker).
-    pending.take();
-    let home = ctx.slot();
-    let _open = Charge::new(&ctx.gauges[home].ws_open, 1);
+    drop(pending);
+    let open = Charge::new(&ctx.gauges[ctx.slot()].ws_open, 1);
     let leftover = buf[req.head_len..].to_vec();
     s.bytes_in.add(leftover.len() as u64);
-    drop(buf);
-    drop(req);
     let ws = WebSocketStream::from_partially_read(
         Counted::new(ctx, stream),
         leftover,
@@ -163,14 +164,15 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
         Some(ctx.settings.ws),
     )
     .await;
-    // What this connection holds now: its task (measured at spawn, see main.rs) is charged
-    // elsewhere; here, tungstenite's eagerly allocated read buffer.
-    state.set(ctx.settings.ws.read_buffer_size as u64);
-    conn::run(ctx, ws, route, stopped).await;
+    // The WebSocket phase is a task of its own: this one (sized for the HTTP routes, and
+    // holding the request buffer) ends now, and the long-lived task is only as large as
+    // the frame loop needs. Its memory: the task plus tungstenite's eager read buffer.
+    let run = conn::run(ctx, ws, route, admission, open);
+    ctx.spawn_conn(run, ctx.settings.ws.read_buffer_size);
 }
 
-/// Gives back the `--max-conns` budget.
-struct Admission(&'static Ctx);
+/// Gives back the `--max-conns` budget when dropped.
+pub struct Admission(&'static Ctx);
 
 impl Drop for Admission {
     fn drop(&mut self) {
@@ -179,11 +181,15 @@ impl Drop for Admission {
 }
 
 /// Reads until `parse_request` has a complete head (or refuses it). `buf` ends up holding
-/// everything read: the head, then possibly a body or the first frames.
+/// everything read: the head, then possibly a body or the first frames. It starts at
+/// [`HEAD_BUFFER`] (a typical upgrade request fits) and doubles up to the 8 KiB limit.
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request, ReadEnd> {
-    buf.resize(MAX_HANDSHAKE_BYTES, 0);
+    buf.resize(HEAD_BUFFER, 0);
     let mut len = 0;
     let result = loop {
+        if len == buf.len() {
+            buf.resize((len * 2).min(MAX_HANDSHAKE_BYTES), 0);
+        }
         let n = match stream.read(&mut buf[len..]).await {
             Ok(0) => break Err(ReadEnd::Gone { error: false }),
             Ok(n) => n,

@@ -49,7 +49,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use ws_server::cli::{Config, SlowConsumer};
 
 use crate::ctx::{Ctx, Settings, Stopped};
-use crate::metrics::Charge;
 
 /// Name used in messages.
 const NAME: &str = "ws-server-tokio";
@@ -301,16 +300,7 @@ async fn accept_loop(ctx: &'static Ctx, listener: TcpListener) {
             Ok((stream, _)) => {
                 ctx.stats().accepted.inc();
                 let _ = stream.set_nodelay(true);
-                let fut = http::serve(ctx, stream);
-                // The task's own memory, charged to ws_connection_state_bytes.
-                let task_bytes = std::mem::size_of_val(&fut) as u64;
-                let home = ctx.slot();
-                ctx.live.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(async move {
-                    let _live = Live(ctx);
-                    let _mem = Charge::new(&ctx.gauges[home].state_bytes, task_bytes);
-                    fut.await
-                });
+                ctx.spawn_conn(http::serve(ctx, stream), 0);
             }
             Err(e) => {
                 ctx.stats().accept_error(e.raw_os_error().unwrap_or(0));
@@ -320,13 +310,4 @@ async fn accept_loop(ctx: &'static Ctx, listener: TcpListener) {
         }
     }
     // The listener closes here: new connections are refused from now on.
-}
-
-/// Counts a connection task as alive until it ends.
-struct Live(&'static Ctx);
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
-    }
 }
