@@ -31,5 +31,8 @@ if [ -f scripts/autobahn.sh ]; then
     fi
 fi
 
+step "fuzzing (short, bounded; longer runs: scripts/fuzz.sh 600)"
+bash scripts/fuzz.sh "${WS_CEILING_FUZZ_SECONDS:-15}"
+
 step "cargo test"
 cargo test --workspace
