@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -39,7 +38,7 @@ use ws_server::cli::SlowConsumer;
 
 use crate::ctx::{Ctx, Stopped};
 use crate::http::{Admission, LINGER};
-use crate::hub::{frame_cost, ConnId, Mailbox, Out};
+use crate::hub::{frame_cost, ConnId, Mailbox, Queued};
 use crate::metrics::Charge;
 use crate::stream::Counted;
 
@@ -47,6 +46,8 @@ use crate::stream::Counted;
 const READ_BATCH: usize = 32;
 /// How long the writer may stay unable to write before the peer counts as stuck.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Capacity of an empty queue kept after a burst (beyond it, the queue is freed).
+const QUEUE_KEEP: usize = 32;
 /// "Never" for the timer (it re-arms itself when it fires).
 const FAR: Duration = Duration::from_secs(24 * 3600);
 
@@ -134,9 +135,8 @@ struct Conn {
     kind: Kind,
     /// Present when other tasks can send to us; then it also holds the byte budget.
     mailbox: Option<Arc<Mailbox>>,
-    rx: Option<mpsc::UnboundedReceiver<Out>>,
     /// Messages waiting for tungstenite, with the bytes each was charged.
-    queue: VecDeque<(Message, usize)>,
+    queue: VecDeque<Queued>,
     /// The byte budget in use when there is no mailbox.
     local_queued: usize,
     /// Something was handed to tungstenite since the last completed flush.
@@ -164,12 +164,7 @@ pub fn run(
     open: Charge,
 ) -> impl Future<Output = ()> + Send + 'static {
     let id = ctx.hub.next_id();
-    let (mailbox, rx) = if route.reachable() {
-        let (m, r) = Mailbox::new();
-        (Some(m), Some(r))
-    } else {
-        (None, None)
-    };
+    let mailbox = route.reachable().then(|| Arc::new(Mailbox::default()));
     let mut membership = Membership {
         ctx,
         id,
@@ -192,7 +187,6 @@ pub fn run(
         id,
         kind: route.kind,
         mailbox,
-        rx,
         queue: VecDeque::new(),
         local_queued: 0,
         dirty: false,
@@ -277,12 +271,9 @@ impl Conn {
     /// Moves the mailbox into the queue, hands the queue to tungstenite while it takes it,
     /// and (if `flush`) flushes. `Ok(true)`: a write stall just began.
     fn pump(&mut self, cx: &mut Context<'_>, flush: bool) -> Result<bool, End> {
-        if let Some(rx) = self.rx.as_mut() {
-            while let Poll::Ready(Some(out)) = rx.poll_recv(cx) {
-                match out {
-                    Out::Msg(m, cost) => self.queue.push_back((m, cost)),
-                    Out::Kill => return Err(End::Slow),
-                }
+        if let Some(mb) = &self.mailbox {
+            if mb.take_into(cx.waker(), &mut self.queue).is_err() {
+                return Err(End::Slow); // counted by whoever found the queue full
             }
         }
         while !self.queue.is_empty() {
@@ -304,6 +295,10 @@ impl Conn {
                 return Err(self.write_error(e));
             }
             self.dirty = true;
+        }
+        if self.queue.is_empty() && self.queue.capacity() > QUEUE_KEEP {
+            // Empty again after a burst: give the memory back.
+            self.queue = VecDeque::new();
         }
         if flush && self.dirty {
             match self.ws.poll_flush_unpin(cx) {
@@ -473,7 +468,9 @@ impl Conn {
     /// Ends the connection the way `end` says.
     async fn finish(mut self, end: End) {
         // Whatever is still queued will not be sent.
-        self.rx = None;
+        if let Some(mb) = &self.mailbox {
+            mb.close();
+        }
         while let Some((_, cost)) = self.queue.pop_front() {
             self.release(cost);
         }

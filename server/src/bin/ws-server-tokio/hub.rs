@@ -1,9 +1,9 @@
 //! Broadcast rooms and push-by-user: a registry of per-connection mailboxes.
 //!
 //! A connection that can receive messages from elsewhere (any `/broadcast` connection, and
-//! any connection that presented `?user=ID`) owns a [`Mailbox`]: an unbounded tokio mpsc
-//! whose *bytes* are bounded by an atomic budget (`--send-queue-bytes`), checked by the
-//! publisher before it queues. A full mailbox never blocks the publisher: per
+//! any connection that presented `?user=ID`) owns a [`Mailbox`]: a queue whose *bytes* are
+//! bounded by an atomic budget (`--send-queue-bytes`), checked by the publisher before it
+//! queues. A full mailbox never blocks the publisher: per
 //! `--slow-consumer`, the connection is told to close with 1008, or the message is dropped
 //! for it alone. So one slow connection delays nobody, and memory stays bounded.
 //!
@@ -17,34 +17,36 @@
 //! groups hardly contend. Per-sender order holds because a sender publishes its messages one
 //! after the other into FIFO mailboxes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::Waker;
 
-use tokio::sync::mpsc;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Message;
-
 use ws_server::cli::SlowConsumer;
 
 use crate::ctx::Ctx;
 
-/// What a mailbox carries.
-#[derive(Debug)]
-pub enum Out {
-    /// A message and the bytes it was charged against the budget.
-    Msg(Message, usize),
-    /// The queue overflowed: close with 1008 (already counted by whoever found it full).
-    Kill,
-}
+/// A queued message and the bytes it was charged against the budget.
+pub type Queued = (Message, usize);
 
-/// The sending side of a connection's outbound queue.
-#[derive(Debug)]
+/// A connection's inbound side for messages from other tasks.
+///
+/// A `Mutex<VecDeque>` plus an `AtomicWaker` rather than a tokio mpsc: an mpsc channel
+/// allocates its first block of 32 slots (2 KiB for a `Message`) when it is created, for
+/// every reachable connection, idle or not; this costs nothing until a message arrives,
+/// and the consumer takes the whole queue in one lock.
+#[derive(Debug, Default)]
 pub struct Mailbox {
-    /// Bytes queued and not yet handed to tungstenite.
+    /// Bytes queued here or in the connection's own queue, not yet handed to tungstenite.
     queued: AtomicUsize,
-    /// A Kill was sent: further deliveries are pointless.
+    /// The connection was told to close with 1008: deliveries are pointless.
     killed: AtomicBool,
-    tx: mpsc::UnboundedSender<Out>,
+    /// The connection has ended.
+    closed: AtomicBool,
+    messages: Mutex<VecDeque<Queued>>,
+    waker: AtomicWaker,
 }
 
 /// The outcome of one delivery attempt.
@@ -59,17 +61,11 @@ pub enum Delivery {
     Gone,
 }
 
-impl Mailbox {
-    pub fn new() -> (Arc<Mailbox>, mpsc::UnboundedReceiver<Out>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mb = Mailbox {
-            queued: AtomicUsize::new(0),
-            killed: AtomicBool::new(false),
-            tx,
-        };
-        (Arc::new(mb), rx)
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
+impl Mailbox {
     /// Charges `cost` bytes if they fit under `limit`.
     pub fn try_reserve(&self, cost: usize, limit: usize) -> bool {
         self.queued
@@ -89,13 +85,13 @@ impl Mailbox {
             return false;
         }
         ctx.count_slow_close();
-        let _ = self.tx.send(Out::Kill);
+        self.waker.wake();
         true
     }
 
     /// Queues `msg` (charged `cost` bytes) under the budget and the slow-consumer policy.
     pub fn deliver(&self, ctx: &Ctx, msg: &Message, cost: usize) -> Delivery {
-        if self.killed.load(Relaxed) {
+        if self.killed.load(Relaxed) || self.closed.load(Relaxed) {
             return Delivery::Gone;
         }
         if !self.try_reserve(cost, ctx.settings.send_queue_bytes) {
@@ -110,11 +106,34 @@ impl Mailbox {
                 }
             };
         }
-        if self.tx.send(Out::Msg(msg.clone(), cost)).is_err() {
-            self.release(cost);
-            return Delivery::Gone;
-        }
+        lock(&self.messages).push_back((msg.clone(), cost));
+        self.waker.wake();
         Delivery::Queued
+    }
+
+    /// Consumer side: registers `waker`, then moves everything queued to the end of `out`.
+    /// Err if the connection was told to close.
+    pub fn take_into(&self, waker: &Waker, out: &mut VecDeque<Queued>) -> Result<(), ()> {
+        self.waker.register(waker);
+        if self.killed.load(Relaxed) {
+            return Err(());
+        }
+        let mut q = lock(&self.messages);
+        if q.is_empty() {
+            return Ok(());
+        }
+        if out.is_empty() {
+            std::mem::swap(&mut *q, out);
+        } else {
+            out.append(&mut q);
+        }
+        Ok(())
+    }
+
+    /// The connection has ended: refuse further deliveries, free what is queued.
+    pub fn close(&self) {
+        self.closed.store(true, Relaxed);
+        *lock(&self.messages) = VecDeque::new();
     }
 }
 
