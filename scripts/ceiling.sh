@@ -104,9 +104,9 @@ done
 
 # "0-3,6" -> "0 1 2 3 6"
 expand_cores() {
-    local part lo hi out=()
-    local IFS=,
-    for part in $1; do
+    local part lo hi out=() parts
+    IFS=, read -r -a parts <<<"$1"
+    for part in "${parts[@]}"; do
         if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
             lo=${BASH_REMATCH[1]} hi=${BASH_REMATCH[2]}
             for ((; lo <= hi; lo++)); do out+=("$lo"); done
@@ -223,7 +223,7 @@ sed -n '2,3p' "$OUT/server.log" | sed 's/^/    /'
 
 echo "==> ws-loadgen doctor $URL --connections $MAX (full answer: $OUT/doctor.txt)"
 "$LOADGEN_BIN" doctor "$URL" --connections "$MAX" --server-pid "$SERVER_PID" \
-    --connect-rate "$CONNECT_RATE" --cores "$LOADGEN_CORES" --json "$OUT/doctor.json" >"$OUT/doctor.txt" 2>&1
+    --connect-rate "$CONNECT_RATE" --cores "$LOADGEN_CORES" --loadgen-processes auto --json "$OUT/doctor.json" >"$OUT/doctor.txt" 2>&1
 grep -E '^largest feasible N' "$OUT/doctor.txt" | sed 's/^/    /'
 interrupted_exit
 

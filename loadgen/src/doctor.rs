@@ -61,9 +61,9 @@ pub struct DoctorArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=2))]
     pub ends: Option<u32>,
 
-    /// Load generator processes the connections are spread over (`ceiling` spreads them
-    /// by itself; a `run` is one process).
-    #[arg(long, default_value_t = 1, value_name = "P")]
+    /// Load generator processes the connections are spread over: a number (a `run` is
+    /// one process), or `auto`: as many as N needs, as `ceiling` does.
+    #[arg(long, default_value = "1", value_parser = parse_processes, value_name = "P|auto")]
     pub loadgen_processes: u64,
 
     /// Cores the load generator runs workers on (default: all this process may use).
@@ -100,6 +100,17 @@ pub struct DoctorArgs {
 /// `--source-ip` value (same syntax as `run`).
 pub fn parse_ips(s: &str) -> Result<SourceIps, String> {
     crate::source_ip::parse_source_ips(s).map(SourceIps)
+}
+
+/// `auto` (0) or a positive count.
+pub fn parse_processes(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "auto" => Ok(0),
+        t => match t.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{s:?} is not a positive count or `auto`")),
+        },
+    }
 }
 
 /// `1000000`, `1_000_000`, `100k`, `1M`, `1.5M`.
@@ -185,6 +196,7 @@ pub struct Inputs {
     pub connect_rate: f64,
     /// Connection ends on this box (1 or 2).
     pub ends: u32,
+    /// 0: as many as `n` needs (what `ceiling` does).
     pub loadgen_processes: u64,
     /// Accepts per second the server sustains (all cores).
     pub server_accept_rate: f64,
@@ -299,13 +311,16 @@ pub fn bounds(l: &Limits, i: &Inputs) -> Vec<Bound> {
     let (soft, hard) = l.loadgen_nofile;
     let reserve = crate::config::FD_RESERVE + l.loadgen_workers;
     let per = soft.saturating_sub(reserve);
-    let procs = i.loadgen_processes.max(1);
-    let need_procs = n.div_ceil(per.max(1));
+    let need_procs = n.div_ceil(per.max(1)).max(1);
+    let (procs, auto) = match i.loadgen_processes {
+        0 => (need_procs, " (auto: as many as N needs)"),
+        p => (p, ""),
+    };
     out.push(Bound {
         key: "loadgen_open_files".into(),
         name: "load generator open files (RLIMIT_NOFILE per process)".into(),
         current: format!(
-            "soft {} hard {} x {procs} process(es), {reserve} fds reserved each",
+            "soft {} hard {} x {procs} process(es){auto}, {reserve} fds reserved each",
             lim(soft),
             lim(hard)
         ),
@@ -781,7 +796,7 @@ pub fn run(a: &DoctorArgs) -> i32 {
         source_ips: a.source_ip.as_ref().map_or(1, |s| s.0.len().max(1) as u64),
         connect_rate: a.connect_rate,
         ends,
-        loadgen_processes: a.loadgen_processes.max(1),
+        loadgen_processes: a.loadgen_processes,
         server_accept_rate: a
             .server_accept_rate
             .unwrap_or(ACCEPT_RATE_PER_CORE * server_cores as f64),
@@ -912,6 +927,13 @@ mod tests {
             get(&bounds(&l, &i), "loadgen_open_files").max_n,
             Some(59_802)
         );
+        // auto: as many processes as N needs, so never the binding bound.
+        i.loadgen_processes = 0;
+        assert_eq!(
+            get(&bounds(&l, &i), "loadgen_open_files").max_n,
+            Some(59_802)
+        );
+        assert!(parse_processes("auto").is_ok() && parse_processes("0").is_err());
     }
 
     #[test]

@@ -184,6 +184,12 @@ fn loadgen_open_files_per_process() {
     );
     assert_eq!(code, 0);
     assert_eq!(max_n(&v, "loadgen_open_files"), Some(1305));
+    let (code, v, _) = b.doctor(
+        &["-c", "1000", "--ends", "1", "--loadgen-processes", "auto"],
+        Some(500),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(max_n(&v, "loadgen_open_files"), Some(1305));
 }
 
 #[test]

@@ -977,10 +977,14 @@ pub fn run(a: &CeilingArgs) -> i32 {
         ),
         kernel_bytes_per_conn: per(peak.mem.map(|m| m.slab), base.mem.map(|m| m.slab)),
         kernel_ends: if server_pid.is_some() || local { 2 } else { 1 },
-        sockstat_mem_bytes_per_conn: per(
-            peak.sock.map(|s| s.mem_pages * limits::page_size()),
-            base.sock.map(|s| s.mem_pages * limits::page_size()),
-        ),
+        // No growth is a measurement here: idle sockets hold no buffers.
+        sockstat_mem_bytes_per_conn: match (peak.sock, base.sock) {
+            (Some(p), Some(b)) if conns > 0 => Some(
+                p.mem_pages.saturating_sub(b.mem_pages) as f64 * limits::page_size() as f64
+                    / conns as f64,
+            ),
+            _ => None,
+        },
         ..Default::default()
     };
     memory.project(lim.mem.map(|m| m.total));
