@@ -225,6 +225,15 @@ impl BcWorker {
     }
 }
 
+/// Stages with their own "all delivered" histogram (later ones only count in the total).
+const MAX_STAGES: usize = 1024;
+
+enum Done {
+    NotYet,
+    NoSubscriber,
+    Complete { stage: u32, latency_ns: u64 },
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     sent_ns: u64,
@@ -249,6 +258,8 @@ pub struct AllDelivered {
     order: VecDeque<(u64, u32, u64)>,
     /// Latest receive − intended send of messages every expected subscriber got, µs.
     pub hist: Histogram<u64>,
+    /// The same per stage of publication.
+    pub by_stage: Vec<Histogram<u64>>,
     /// Messages every expected subscriber got.
     pub complete: u64,
     /// Messages still short of their expected count when forgotten.
@@ -284,6 +295,7 @@ impl AllDelivered {
             pending: HashMap::new(),
             order: VecDeque::new(),
             hist: new_hist(),
+            by_stage: Vec::new(),
             complete: 0,
             incomplete: 0,
             missing_by_stage: BTreeMap::new(),
@@ -313,12 +325,8 @@ impl AllDelivered {
             e.expected = Some(p.expected);
             e.stage = p.stage;
             e.sent_ns = p.sent_ns;
-            Self::check(
-                e,
-                &mut self.hist,
-                &mut self.complete,
-                &mut self.no_subscriber,
-            );
+            let c = Self::check(e);
+            self.count(c);
         }
         for r in &d.received {
             let key = (r.publisher, r.seq);
@@ -335,12 +343,8 @@ impl AllDelivered {
             );
             e.count += r.count as u64;
             e.last_ns = e.last_ns.max(r.last_ns);
-            Self::check(
-                e,
-                &mut self.hist,
-                &mut self.complete,
-                &mut self.no_subscriber,
-            );
+            let c = Self::check(e);
+            self.count(c);
         }
         self.evict(now);
     }
@@ -365,18 +369,43 @@ impl AllDelivered {
         })
     }
 
-    fn check(e: &mut Entry, hist: &mut Histogram<u64>, complete: &mut u64, none: &mut u64) {
-        let Some(want) = e.expected else { return };
+    /// Marks `e` done if it just became so.
+    fn check(e: &mut Entry) -> Done {
+        let Some(want) = e.expected else {
+            return Done::NotYet;
+        };
         if e.done {
-            return;
+            return Done::NotYet;
         }
         if want == 0 {
             e.done = true;
-            *none += 1;
+            Done::NoSubscriber
         } else if e.count >= want as u64 {
             e.done = true;
-            *complete += 1;
-            record_ns(hist, e.last_ns.saturating_sub(e.sent_ns));
+            Done::Complete {
+                stage: e.stage,
+                latency_ns: e.last_ns.saturating_sub(e.sent_ns),
+            }
+        } else {
+            Done::NotYet
+        }
+    }
+
+    fn count(&mut self, d: Done) {
+        match d {
+            Done::NotYet => {}
+            Done::NoSubscriber => self.no_subscriber += 1,
+            Done::Complete { stage, latency_ns } => {
+                self.complete += 1;
+                record_ns(&mut self.hist, latency_ns);
+                let i = stage as usize;
+                if i < MAX_STAGES {
+                    if self.by_stage.len() <= i {
+                        self.by_stage.resize_with(i + 1, new_hist);
+                    }
+                    record_ns(&mut self.by_stage[i], latency_ns);
+                }
+            }
         }
     }
 
@@ -575,6 +604,7 @@ mod tests {
             21 * s,
         );
         assert_eq!(a.complete, 2);
+        assert_eq!((a.by_stage.len(), a.by_stage[0].len()), (1, 2));
         a.finish();
         assert_eq!((a.unmatched, a.incomplete, a.tracked()), (1, 1, 0));
     }

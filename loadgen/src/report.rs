@@ -231,6 +231,9 @@ pub struct StageReport {
     pub error_rate: f64,
     pub failed_connects: u64,
     pub counters: Counters,
+    /// Broadcast: "all delivered" latency of the messages published in this stage, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_delivered: Option<HistSummary>,
 }
 
 /// One second of the run.
@@ -510,14 +513,16 @@ impl Report {
             );
         }
         let lat = latency_name(self.scenario);
+        let all = self.broadcast.is_some();
         let _ = writeln!(
             s,
-            "Stages ({lat} ms)\n  stage  target  peak open   avg ms   p95 ms   p99 ms      msgs/s  error rate  failed connects"
+            "Stages ({lat} ms)\n  stage  target  peak open   avg ms   p95 ms   p99 ms      msgs/s  error rate  failed connects{}",
+            if all { "  all-delivered p50/p99 ms" } else { "" }
         );
         for st in &self.stages {
             let _ = writeln!(
                 s,
-                "  {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>11} {:>10.4}% {:>16}",
+                "  {:>5} {:>7} {:>10} {:>8} {:>8} {:>8} {:>11} {:>10.4}% {:>16}{}",
                 st.index + 1,
                 st.target,
                 st.peak_open,
@@ -526,7 +531,12 @@ impl Report {
                 ms(st.latency.p99),
                 si(st.msgs_per_s),
                 st.error_rate * 100.0,
-                st.failed_connects
+                st.failed_connects,
+                match (&st.all_delivered, all) {
+                    (Some(h), true) if h.count > 0 => format!("  {:>11}/{}", ms(h.p50), ms(h.p99)),
+                    (_, true) => "  -".to_string(),
+                    _ => String::new(),
+                }
             );
         }
         let p = &self.process;

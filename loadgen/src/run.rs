@@ -428,6 +428,12 @@ fn build_report(
                 error_rate: s.c.error_rate(),
                 failed_connects: s.c.connects_failed,
                 counters: s.c.clone(),
+                all_delivered: fan.as_ref().map(|f| {
+                    f.by_stage
+                        .get(i)
+                        .map(HistSummary::of)
+                        .unwrap_or_else(|| HistSummary::of(&crate::stats::new_hist()))
+                }),
             }
         })
         .collect();
