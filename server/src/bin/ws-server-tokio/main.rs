@@ -88,7 +88,9 @@ fn parse_cli() -> Config {
 }
 
 fn settings(cfg: &Config) -> Settings {
-    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    // Clamped as ws-server does (u32 seconds), so `now + timeout` cannot overflow.
+    let dur = |s: u64| Duration::from_secs(s.min(u32::MAX as u64));
+    let secs = |s: u64| (s > 0).then(|| dur(s));
     let max = cfg.max_message_size;
     let send_queue_bytes = cfg.send_queue_bytes;
     let ws = WebSocketConfig::default()
@@ -104,8 +106,8 @@ fn settings(cfg: &Config) -> Settings {
         max_message_size: max,
         ping_interval: secs(cfg.ping_interval),
         idle_timeout: secs(cfg.idle_timeout),
-        handshake_timeout: Duration::from_secs(cfg.handshake_timeout.max(1)),
-        drain_timeout: Duration::from_secs(cfg.drain_timeout),
+        handshake_timeout: dur(cfg.handshake_timeout.max(1)),
+        drain_timeout: dur(cfg.drain_timeout),
         allow_origin: cfg.allow_origin.clone(),
         send_queue_bytes,
         slow_consumer: cfg.slow_consumer,
