@@ -66,6 +66,9 @@ pub struct Core {
     pub outbox: Vec<Vec<CoreMsg>>,
     /// Scratch list of fan-out targets.
     pub fan_slots: Vec<u32>,
+    /// Frames delivered to our connections this wake, written at its end (one sendmsg per
+    /// connection).
+    pub fan_queue: Vec<(u32, u32, std::sync::Arc<[u8]>)>,
     /// Frames from this read's broadcast messages, fanned out after decoding.
     pub bcast_out: Vec<std::sync::Arc<[u8]>>,
     /// HTTP requests waiting for other cores' delivery counts.
@@ -118,6 +121,7 @@ impl Core {
             mailboxes,
             outbox: (0..ncores).map(|_| Vec::new()).collect(),
             fan_slots: Vec::new(),
+            fan_queue: Vec::new(),
             bcast_out: Vec::new(),
             pending: Default::default(),
             next_request: 0,
@@ -170,6 +174,7 @@ impl Core {
         while let Some(m) = self.inbox.try_recv() {
             self.on_message(m);
         }
+        self.flush_fanout();
         self.flush_outbox();
         self.ring.submit();
         if std::mem::take(&mut self.wake_others) {
@@ -428,7 +433,7 @@ impl Core {
     }
 
     /// Appends to the connection's outbound queue (no limit check) and arms POLLOUT.
-    fn enqueue(&mut self, slot: u32, gen: u32, bytes: &[u8]) {
+    pub(crate) fn enqueue(&mut self, slot: u32, gen: u32, bytes: &[u8]) {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };

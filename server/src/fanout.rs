@@ -138,11 +138,16 @@ impl Registry {
 
 impl Core {
     /// Delivers `frame` to this core's connections of `target` (but `exclude`); returns how
-    /// many got it (queued or sent; dropped by the slow-consumer policy does not count).
+    /// many got it (dropped by the slow-consumer policy does not count).
+    ///
+    /// Frames are not written here: each recipient's frames of this wake are collected in
+    /// `fan_queue` and leave in one `sendmsg` per connection at the end of the wake
+    /// ([`Core::flush_fanout`]), so a core that falls behind writes many messages per
+    /// syscall instead of one syscall per message per recipient.
     pub(crate) fn deliver_local(
         &mut self,
         target: &Target,
-        frame: &[u8],
+        frame: &Arc<[u8]>,
         exclude: Option<u32>,
     ) -> u64 {
         let mut slots = std::mem::take(&mut self.fan_slots);
@@ -159,13 +164,118 @@ impl Core {
                 continue;
             }
             let gen = conn.gen;
-            if self.send_bytes(slot, gen, frame) {
+            if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
+                // Already behind: queue behind what is waiting (slow-consumer policy applies).
+                if self.send_bytes(slot, gen, frame) {
+                    count += 1;
+                }
+            } else {
+                self.fan_queue.push((slot, gen, frame.clone()));
                 count += 1;
             }
         }
         self.fan_slots = slots;
         self.stats().deliveries.add(count);
         count
+    }
+
+    /// Writes the frames collected by `deliver_local`: one `sendmsg` per connection with
+    /// an iovec per frame (the frames are shared, never copied unless the socket refuses
+    /// part of them).
+    pub(crate) fn flush_fanout(&mut self) {
+        if self.fan_queue.is_empty() {
+            return;
+        }
+        let mut queue = std::mem::take(&mut self.fan_queue);
+        queue.sort_by_key(|(slot, _, _)| *slot); // stable: per-connection order is kept
+        let mut start = 0;
+        while start < queue.len() {
+            let (slot, gen, _) = queue[start];
+            let end = start
+                + queue[start..]
+                    .iter()
+                    .take_while(|(s, g, _)| *s == slot && *g == gen)
+                    .count();
+            self.write_frames(slot, gen, &queue[start..end]);
+            start = end;
+        }
+        queue.clear();
+        self.fan_queue = queue;
+    }
+
+    fn write_frames(&mut self, slot: u32, gen: u32, frames: &[(u32, u32, Arc<[u8]>)]) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        if conn.phase != Phase::Open || conn.has(crate::conn::flag::CLOSE_SENT) {
+            return; // closed or closing since: nothing may follow a Close frame
+        }
+        let fd = conn.fd;
+        if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
+            for (_, _, f) in frames {
+                self.send_bytes(slot, gen, f);
+            }
+            return;
+        }
+        let mut sent_frames = 0;
+        let mut partial = 0; // bytes of frames[sent_frames] already sent
+        while sent_frames < frames.len() {
+            let batch = &frames[sent_frames..(sent_frames + 64).min(frames.len())];
+            let iov: Vec<libc::iovec> = batch
+                .iter()
+                .enumerate()
+                .map(|(k, (_, _, f))| {
+                    let skip = if k == 0 { partial } else { 0 };
+                    libc::iovec {
+                        iov_base: f[skip..].as_ptr() as *mut libc::c_void,
+                        iov_len: f.len() - skip,
+                    }
+                })
+                .collect();
+            let requested: usize = iov.iter().map(|v| v.iov_len).sum();
+            // SAFETY: msghdr points at iovecs over frames alive for the whole call.
+            let n = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = iov.len();
+                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            };
+            if n < 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno == libc::EAGAIN || errno == libc::EINTR {
+                    break;
+                }
+                self.stats().resets.inc();
+                self.close_now(slot, gen);
+                return;
+            }
+            let took = n as usize;
+            let mut n = took;
+            while n > 0 && sent_frames < frames.len() {
+                let left = frames[sent_frames].2.len() - partial;
+                if n >= left {
+                    n -= left;
+                    sent_frames += 1;
+                    partial = 0;
+                } else {
+                    partial += n;
+                    n = 0;
+                }
+            }
+            if took < requested {
+                break; // the socket is full
+            }
+        }
+        // The socket is full: the rest waits in the connection's queue (a partly sent frame
+        // must be completed; the policy limit applies to what comes after).
+        for (k, (_, _, f)) in frames[sent_frames..].iter().enumerate() {
+            let skip = if k == 0 { partial } else { 0 };
+            if k == 0 {
+                self.enqueue(slot, gen, &f[skip..]);
+            } else {
+                self.send_bytes(slot, gen, f);
+            }
+        }
     }
 
     /// Hands a message to every other core once (batched per core until the end of the wake).
