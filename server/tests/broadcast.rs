@@ -12,7 +12,8 @@ type Ws = tungstenite::WebSocket<TcpStream>;
 /// (SO_REUSEPORT spreads by address hash), bounded.
 fn clients_on_both_cores(srv: &Server, path: &str, n: usize) -> Vec<Ws> {
     let mut v: Vec<Ws> = (0..n).map(|_| srv.ws(path)).collect();
-    if two_cores().len() == 2 {
+    // Only ws-server places connections by core (SO_REUSEPORT); tokio's workers share them.
+    if two_cores().len() == 2 && !srv.tokio {
         for _ in 0..200 {
             let m = srv.metrics();
             if sum_metric(&m, "ws_connections_open", "core=\"0\"") > 0
@@ -50,9 +51,8 @@ fn post(srv: &Server, path: &str, body: &str) -> (u16, String) {
     )
 }
 
-#[test]
-fn every_subscriber_gets_every_message_once_in_order_across_cores() {
-    let srv = Server::start(&["--ping-interval", "0"]);
+fn every_subscriber_gets_every_message_once_in_order_across_cores(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "0"]);
     let mut subs = clients_on_both_cores(&srv, "/broadcast?room=r1", 8);
     let n = subs.len();
     // Two publishers on the same room: each subscriber must see each one's sequence in order.
@@ -86,7 +86,7 @@ fn every_subscriber_gets_every_message_once_in_order_across_cores() {
         sum_metric(&m, "ws_deliveries_total", ""),
         (2 * MSGS * n) as u64
     );
-    if two_cores().len() == 2 {
+    if two_cores().len() == 2 && !is_tokio(bin) {
         assert_eq!(
             sum_metric(&m, "ws_cross_core_messages_total", ""),
             2 * MSGS as u64
@@ -98,9 +98,8 @@ fn every_subscriber_gets_every_message_once_in_order_across_cores() {
     }
 }
 
-#[test]
-fn rooms_are_isolated_and_echo_false_skips_the_sender() {
-    let srv = Server::start(&["--ping-interval", "0"]);
+fn rooms_are_isolated_and_echo_false_skips_the_sender(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "0"]);
     let mut a = clients_on_both_cores(&srv, "/broadcast?room=a", 4);
     let mut b: Vec<Ws> = (0..4).map(|_| srv.ws("/broadcast?room=b")).collect();
     let mut quiet = srv.ws("/broadcast?room=a&echo=false");
@@ -128,9 +127,8 @@ fn rooms_are_isolated_and_echo_false_skips_the_sender() {
     }
 }
 
-#[test]
-fn push_reaches_users_on_any_core_and_404s_for_unknown() {
-    let srv = Server::start(&["--ping-interval", "0", "--max-message-size", "100"]);
+fn push_reaches_users_on_any_core_and_404s_for_unknown(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "0", "--max-message-size", "100"]);
     let mut users: Vec<Ws> = (0..10).map(|i| srv.ws(&format!("/ws?user=u{i}"))).collect();
     // A user with two connections gets both.
     let mut twin = srv.ws("/broadcast?user=u3");
@@ -165,15 +163,18 @@ fn push_reaches_users_on_any_core_and_404s_for_unknown() {
 }
 
 /// A subscriber that stops reading while a publisher floods the room.
-fn flood_with_a_stalled_reader(policy: &str) -> (Server, u64, u64, bool) {
-    let srv = Server::start(&[
-        "--ping-interval",
-        "0",
-        "--send-queue-bytes",
-        "65536",
-        "--slow-consumer",
-        policy,
-    ]);
+fn flood_with_a_stalled_reader(bin: &str, policy: &str) -> (Server, u64, u64, bool) {
+    let srv = Server::start(
+        bin,
+        &[
+            "--ping-interval",
+            "0",
+            "--send-queue-bytes",
+            "65536",
+            "--slow-consumer",
+            policy,
+        ],
+    );
     let mut stalled = srv.raw();
     stalled.set_read_timeout(Some(WAIT)).unwrap();
     assert_eq!(
@@ -187,7 +188,7 @@ fn flood_with_a_stalled_reader(policy: &str) -> (Server, u64, u64, bool) {
     let mut publisher = srv.ws("/broadcast?room=f&echo=false");
     let rss_before = srv.metric("process_resident_memory_bytes", "");
     const MSGS: usize = 2000;
-    const BATCH: usize = 4; // 64 KiB: fits the fast reader's socket buffer, never its queue
+    const BATCH: usize = 2; // 32 KiB: half the queue, whichever way a server counts it
     let payload = vec![7u8; 16 * 1024];
     let (progress_tx, progress_rx) = std::sync::mpsc::channel::<usize>();
     let reader = std::thread::spawn(move || {
@@ -247,9 +248,8 @@ fn flood_with_a_stalled_reader(policy: &str) -> (Server, u64, u64, bool) {
     (srv, rss_before, rss_after, alive)
 }
 
-#[test]
-fn slow_consumer_is_closed_and_memory_stays_bounded() {
-    let (srv, before, after, _) = flood_with_a_stalled_reader("close");
+fn slow_consumer_is_closed_and_memory_stays_bounded(bin: &str) {
+    let (srv, before, after, _) = flood_with_a_stalled_reader(bin, "close");
     let m = srv.metrics();
     assert_eq!(sum_metric(&m, "ws_slow_consumer_closes_total", ""), 1);
     assert_eq!(
@@ -263,9 +263,8 @@ fn slow_consumer_is_closed_and_memory_stays_bounded() {
     );
 }
 
-#[test]
-fn slow_consumer_drop_policy_keeps_the_connection() {
-    let (srv, before, after, alive) = flood_with_a_stalled_reader("drop");
+fn slow_consumer_drop_policy_keeps_the_connection(bin: &str) {
+    let (srv, before, after, alive) = flood_with_a_stalled_reader(bin, "drop");
     let m = srv.metrics();
     assert_eq!(sum_metric(&m, "ws_slow_consumer_closes_total", ""), 0);
     assert!(sum_metric(&m, "ws_slow_consumer_drops_total", "") > 0);
@@ -275,3 +274,39 @@ fn slow_consumer_drop_policy_keeps_the_connection() {
         "RSS grew from {before} to {after}"
     );
 }
+
+/// A client on /ws that sends but never reads: its echo queue fills, then it is closed.
+fn echo_client_that_never_reads_is_closed_as_slow_consumer(bin: &str) {
+    let srv = Server::start(
+        bin,
+        &["--ping-interval", "0", "--send-queue-bytes", "65536"],
+    );
+    let mut s = raw_ws(&srv);
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    let frame = client_frame(0x82, &vec![1u8; 16 * 1024]);
+    // Enough to fill both socket buffers and the 64 KiB queue many times over; stops
+    // early once the server has closed it.
+    for _ in 0..4000 {
+        if s.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    let mut closed = 0;
+    for _ in 0..100 {
+        closed = srv.metric("ws_slow_consumer_closes_total", "");
+        if closed >= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(closed, 1);
+}
+
+both_servers!(
+    echo_client_that_never_reads_is_closed_as_slow_consumer,
+    every_subscriber_gets_every_message_once_in_order_across_cores,
+    rooms_are_isolated_and_echo_false_skips_the_sender,
+    push_reaches_users_on_any_core_and_404s_for_unknown,
+    slow_consumer_is_closed_and_memory_stays_bounded,
+    slow_consumer_drop_policy_keeps_the_connection,
+);

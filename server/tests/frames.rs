@@ -6,9 +6,8 @@ use support::*;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
-#[test]
-fn echoes_text_binary_and_large_messages() {
-    let srv = Server::start(&[]);
+fn echoes_text_binary_and_large_messages(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut ws = srv.ws("/ws");
     let big: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
     let msgs = [
@@ -26,9 +25,8 @@ fn echoes_text_binary_and_large_messages() {
     }
 }
 
-#[test]
-fn fragmented_message_with_interleaved_ping_is_reassembled() {
-    let srv = Server::start(&[]);
+fn fragmented_message_with_interleaved_ping_is_reassembled(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut s = raw_ws(&srv);
     s.write_all(&client_frame(0x01, b"frag")).unwrap(); // text, not final
     s.write_all(&client_frame(0x89, b"ping!")).unwrap(); // ping in between
@@ -38,9 +36,8 @@ fn fragmented_message_with_interleaved_ping_is_reassembled() {
     assert_eq!(read_frame(&mut s), Some((0x81, b"fragmented".to_vec())));
 }
 
-#[test]
-fn ping_gets_pong_with_same_payload() {
-    let srv = Server::start(&[]);
+fn ping_gets_pong_with_same_payload(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut s = raw_ws(&srv);
     s.write_all(&client_frame(0x89, b"are you there")).unwrap();
     assert_eq!(read_frame(&mut s), Some((0x8A, b"are you there".to_vec())));
@@ -52,9 +49,8 @@ fn close_code_after(srv: &Server, bytes: &[u8]) -> Option<u16> {
     read_until_close(&mut s)
 }
 
-#[test]
-fn violations_close_with_the_right_code() {
-    let srv = Server::start(&["--max-message-size", "1000"]);
+fn violations_close_with_the_right_code(bin: &str) {
+    let srv = Server::start(bin, &["--max-message-size", "1000"]);
     // Unmasked client frame.
     assert_eq!(
         close_code_after(&srv, &[0x81, 0x02, b'h', b'i']),
@@ -103,9 +99,8 @@ fn violations_close_with_the_right_code() {
     );
 }
 
-#[test]
-fn client_close_is_answered_with_the_same_code() {
-    let srv = Server::start(&[]);
+fn client_close_is_answered_with_the_same_code(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut ws = srv.ws("/ws");
     ws.close(Some(tungstenite::protocol::CloseFrame {
         code: CloseCode::Normal,
@@ -125,9 +120,8 @@ fn client_close_is_answered_with_the_same_code() {
     }
 }
 
-#[test]
-fn server_pings_at_the_interval_and_counts_pongs() {
-    let srv = Server::start(&["--ping-interval", "1", "--idle-timeout", "0"]);
+fn server_pings_at_the_interval_and_counts_pongs(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "1", "--idle-timeout", "0"]);
     let mut s = raw_ws(&srv);
     let (b0, _) = read_frame(&mut s).expect("a ping");
     assert_eq!(b0, 0x89);
@@ -145,10 +139,30 @@ fn server_pings_at_the_interval_and_counts_pongs() {
     assert!(srv.metric("ws_pings_sent_total", "") >= 1);
 }
 
-#[test]
-fn silent_connection_is_dropped_at_the_idle_timeout() {
-    let srv = Server::start(&["--ping-interval", "0", "--idle-timeout", "2"]);
+fn silent_connection_is_dropped_at_the_idle_timeout(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "0", "--idle-timeout", "2"]);
     let mut s = raw_ws(&srv);
     assert_eq!(read_until_close(&mut s), Some(1001));
     assert_eq!(srv.metric("ws_idle_timeout_closes_total", ""), 1);
 }
+
+fn replies_before_a_violation_are_sent_before_the_close(bin: &str) {
+    let srv = Server::start(bin, &[]);
+    let mut s = raw_ws(&srv);
+    let mut bytes = client_frame(0x81, b"first");
+    bytes.extend(client_frame(0x81 | 0x20, b"bad"));
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_frame(&mut s), Some((0x81, b"first".to_vec())));
+    assert_eq!(read_until_close(&mut s), Some(1002));
+}
+
+both_servers!(
+    replies_before_a_violation_are_sent_before_the_close,
+    echoes_text_binary_and_large_messages,
+    fragmented_message_with_interleaved_ping_is_reassembled,
+    ping_gets_pong_with_same_payload,
+    violations_close_with_the_right_code,
+    client_close_is_answered_with_the_same_code,
+    server_pings_at_the_interval_and_counts_pongs,
+    silent_connection_is_dropped_at_the_idle_timeout,
+);

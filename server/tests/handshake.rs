@@ -6,9 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 use support::*;
 
-#[test]
-fn upgrade_happy_path_with_correct_accept_key() {
-    let srv = Server::start(&[]);
+fn upgrade_happy_path_with_correct_accept_key(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut s = srv.raw();
     let head = exchange(&mut s, upgrade_request("/ws", "").as_bytes());
     assert_eq!(status_of(&head), 101, "{head}");
@@ -22,9 +21,8 @@ fn upgrade_happy_path_with_correct_accept_key() {
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hi"));
 }
 
-#[test]
-fn each_refusal_has_its_status() {
-    let srv = Server::start(&["--allow-origin", "https://good.example"]);
+fn each_refusal_has_its_status(bin: &str) {
+    let srv = Server::start(bin, &["--allow-origin", "https://good.example"]);
     let good_origin = "Origin: https://good.example\r\n";
     let cases: Vec<(String, u16)> = vec![
         ("NOT HTTP AT ALL\r\n\r\n".into(), 400),
@@ -106,9 +104,8 @@ fn each_refusal_has_its_status() {
     assert_eq!(sum_metric(&m, "ws_upgraded_total", ""), 1);
 }
 
-#[test]
-fn split_handshake_byte_by_byte_then_frame() {
-    let srv = Server::start(&[]);
+fn split_handshake_byte_by_byte_then_frame(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut s = srv.raw();
     for b in upgrade_request("/ws", "").as_bytes() {
         s.write_all(&[*b]).unwrap();
@@ -120,9 +117,8 @@ fn split_handshake_byte_by_byte_then_frame() {
     assert_eq!(read_frame(&mut s), Some((0x81, b"after split".to_vec())));
 }
 
-#[test]
-fn pipelined_handshake_and_frames_in_one_packet_lose_nothing() {
-    let srv = Server::start(&[]);
+fn pipelined_handshake_and_frames_in_one_packet_lose_nothing(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut s = srv.raw();
     let mut req = upgrade_request("/ws", "").into_bytes();
     req.extend(client_frame(0x81, b"one"));
@@ -136,9 +132,8 @@ fn pipelined_handshake_and_frames_in_one_packet_lose_nothing() {
     assert_eq!(read_frame(&mut s), Some((0x81, b"three".to_vec())));
 }
 
-#[test]
-fn healthz_and_metrics_are_plain_http() {
-    let srv = Server::start(&[]);
+fn healthz_and_metrics_are_plain_http(bin: &str) {
+    let srv = Server::start(bin, &[]);
     let mut s = srv.raw();
     let head = exchange(&mut s, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(status_of(&head), 200);
@@ -174,9 +169,8 @@ fn healthz_and_metrics_are_plain_http() {
     );
 }
 
-#[test]
-fn max_conns_answers_503() {
-    let srv = Server::start(&["--max-conns", "3"]);
+fn max_conns_answers_503(bin: &str) {
+    let srv = Server::start(bin, &["--max-conns", "3"]);
     let held: Vec<_> = (0..3).map(|_| raw_ws(&srv)).collect();
     let mut s = srv.raw();
     assert_eq!(
@@ -198,9 +192,8 @@ fn max_conns_answers_503() {
     assert!(srv.metric("ws_handshake_rejections_total", "status=\"503\"") >= 1);
 }
 
-#[test]
-fn slowloris_is_closed_at_the_handshake_timeout() {
-    let srv = Server::start(&["--handshake-timeout", "1"]);
+fn slowloris_is_closed_at_the_handshake_timeout(bin: &str) {
+    let srv = Server::start(bin, &["--handshake-timeout", "1"]);
     let mut s = srv.raw();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: t\r\n").unwrap();
     let mut buf = [0u8; 64];
@@ -217,3 +210,13 @@ fn slowloris_is_closed_at_the_handshake_timeout() {
         tungstenite::Message::binary(vec![1, 2, 3])
     );
 }
+
+both_servers!(
+    upgrade_happy_path_with_correct_accept_key,
+    each_refusal_has_its_status,
+    split_handshake_byte_by_byte_then_frame,
+    pipelined_handshake_and_frames_in_one_packet_lose_nothing,
+    healthz_and_metrics_are_plain_http,
+    max_conns_answers_503,
+    slowloris_is_closed_at_the_handshake_timeout,
+);

@@ -9,9 +9,8 @@ use std::time::Duration;
 use support::*;
 use tungstenite::Message;
 
-#[test]
-fn metrics_equal_what_the_test_did() {
-    let srv = Server::start(&["--ping-interval", "0"]);
+fn metrics_equal_what_the_test_did(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "0"]);
     let mut clients: Vec<_> = (0..3).map(|_| srv.ws("/ws")).collect();
     for ws in clients.iter_mut() {
         for i in 0..5 {
@@ -53,9 +52,8 @@ fn metrics_equal_what_the_test_did() {
     assert!(sum_metric(&m, "process_open_fds", "") >= 6);
 }
 
-#[test]
-fn sigterm_drains_with_1001_and_exits_zero() {
-    let mut srv = Server::start(&["--drain-timeout", "5"]);
+fn sigterm_drains_with_1001_and_exits_zero(bin: &str) {
+    let mut srv = Server::start(bin, &["--drain-timeout", "5"]);
     let mut clients: Vec<_> = (0..4).map(|_| raw_ws(&srv)).collect();
     // Prove they are live before the signal.
     for c in clients.iter_mut() {
@@ -76,9 +74,8 @@ fn sigterm_drains_with_1001_and_exits_zero() {
     );
 }
 
-#[test]
-fn sigterm_cuts_clients_that_never_answer_at_the_drain_deadline() {
-    let mut srv = Server::start(&["--drain-timeout", "1"]);
+fn sigterm_cuts_clients_that_never_answer_at_the_drain_deadline(bin: &str) {
+    let mut srv = Server::start(bin, &["--drain-timeout", "1"]);
     let mut silent = raw_ws(&srv);
     srv.signal(libc::SIGTERM);
     assert_eq!(read_until_close(&mut silent), Some(1001));
@@ -87,10 +84,9 @@ fn sigterm_cuts_clients_that_never_answer_at_the_drain_deadline() {
     assert!(log.contains("1 cut at the drain deadline"), "{log}");
 }
 
-#[test]
-fn accept_recovers_after_descriptor_exhaustion() {
+fn accept_recovers_after_descriptor_exhaustion(bin: &str) {
     // Hard limit 64 for the child: a few dozen connections exhaust it.
-    let srv = Server::start_with(&["--ping-interval", "0"], |cmd| {
+    let srv = Server::start_with(bin, &["--ping-interval", "0"], |cmd| {
         // SAFETY: setrlimit is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -162,16 +158,15 @@ fn accept_recovers_after_descriptor_exhaustion() {
     assert!(emfile >= 1, "EMFILE was not counted");
 }
 
-#[test]
-fn refuses_a_port_held_by_another_process() {
+fn refuses_a_port_held_by_another_process(bin: &str) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let first = Server::start(&["--listen", &listen]);
-    let out = Command::new(server_bin())
+    let first = Server::start(bin, &["--listen", &listen]);
+    let out = Command::new(bin)
         .args(["--listen", &listen, "--cores", "0"])
         .stdin(Stdio::null())
         .output()
@@ -182,8 +177,7 @@ fn refuses_a_port_held_by_another_process() {
     assert!(err.contains(&first.child.id().to_string()), "{err}");
 }
 
-#[test]
-fn bad_command_lines_exit_2_with_a_message() {
+fn bad_command_lines_exit_2_with_a_message(bin: &str) {
     for (args, needle) in [
         (vec!["--bogus"], "--bogus"),
         (vec!["--listen", "nonsense"], "invalid value"),
@@ -192,7 +186,7 @@ fn bad_command_lines_exit_2_with_a_message() {
         (vec!["--max-message-size", "0"], "max-message-size"),
         (vec!["--max-conns", "0"], "max-conns"),
     ] {
-        let out = Command::new(server_bin())
+        let out = Command::new(bin)
             .args(&args)
             .stdin(Stdio::null())
             .output()
@@ -201,7 +195,7 @@ fn bad_command_lines_exit_2_with_a_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let help = Command::new(server_bin()).arg("--help").output().unwrap();
+    let help = Command::new(bin).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in [
         "--listen",
@@ -217,3 +211,22 @@ fn bad_command_lines_exit_2_with_a_message() {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
 }
+
+fn second_signal_exits_at_once(bin: &str) {
+    let mut srv = Server::start(bin, &["--drain-timeout", "30"]);
+    let mut silent = raw_ws(&srv);
+    srv.signal(libc::SIGINT);
+    assert_eq!(read_until_close(&mut silent), Some(1001));
+    srv.signal(libc::SIGINT);
+    assert_eq!(srv.wait_exit(), Some(1));
+}
+
+both_servers!(
+    second_signal_exits_at_once,
+    metrics_equal_what_the_test_did,
+    sigterm_drains_with_1001_and_exits_zero,
+    sigterm_cuts_clients_that_never_answer_at_the_drain_deadline,
+    accept_recovers_after_descriptor_exhaustion,
+    refuses_a_port_held_by_another_process,
+    bad_command_lines_exit_2_with_a_message,
+);

@@ -1,5 +1,5 @@
-//! Test harness: starts the real ws-server binary on an ephemeral port with 2 executors
-//! and offers raw and tungstenite clients. Every wait is bounded; no assertion is on time.
+//! Test harness: starts a real server binary (ws-server or ws-server-tokio) on an
+//! ephemeral port with 2 executors/workers and offers raw and tungstenite clients. Every wait is bounded; no assertion is on time.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,13 +14,33 @@ pub const WAIT: Duration = Duration::from_secs(15);
 
 pub struct Server {
     pub child: Child,
+    /// This is the tokio baseline.
+    pub tokio: bool,
     pub addr: SocketAddr,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-/// Path of the server binary under test.
-pub fn server_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ws-server")
+/// The two servers every behaviour test runs against.
+pub const WS_SERVER: &str = env!("CARGO_BIN_EXE_ws-server");
+pub const WS_SERVER_TOKIO: &str = env!("CARGO_BIN_EXE_ws-server-tokio");
+
+/// True for the tokio baseline (for the few figures only ws-server has, e.g. cross-core hops).
+pub fn is_tokio(bin: &str) -> bool {
+    bin == WS_SERVER_TOKIO
+}
+
+/// Runs each listed `fn name(bin: &str)` as a test against both servers:
+/// `ws_server::name` and `ws_server_tokio::name`.
+#[macro_export]
+macro_rules! both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod ws_server {
+            $( #[test] fn $name() { super::$name(super::support::WS_SERVER) } )*
+        }
+        mod ws_server_tokio {
+            $( #[test] fn $name() { super::$name(super::support::WS_SERVER_TOKIO) } )*
+        }
+    };
 }
 
 /// `--cores` for two executors where the machine allows it.
@@ -34,13 +54,13 @@ pub fn two_cores() -> Vec<String> {
 }
 
 impl Server {
-    pub fn start(args: &[&str]) -> Server {
-        Self::start_with(args, |_| {})
+    pub fn start(bin: &str, args: &[&str]) -> Server {
+        Self::start_with(bin, args, |_| {})
     }
 
     /// Starts the server; `tweak` can adjust the command (e.g. lower its rlimits).
-    pub fn start_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Server {
-        let mut cmd = Command::new(server_bin());
+    pub fn start_with(bin: &str, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Server {
+        let mut cmd = Command::new(bin);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
@@ -89,6 +109,7 @@ impl Server {
         });
         Server {
             child,
+            tokio: is_tokio(bin),
             addr,
             stderr: log,
         }
