@@ -54,8 +54,10 @@ Options:
 Binaries come from $CARGO_TARGET_DIR/release (default target/release) unless --bin-dir.
 
 As root the whole run happens in a private network namespace (unshare --net, loopback up,
-the host's per-namespace TCP sysctls copied in), so /proc/net/sockstat counts only this
-run's sockets and other jobs on the box cannot take its ports. Memory (Slab) is global.
+the host's per-namespace TCP sysctls copied in, ip_local_port_range widened to at least
+10000-65535), so /proc/net/sockstat counts only this run's sockets, other jobs on the box
+cannot take its ports, and connect()'s source-port search does not cap the connect rates.
+Memory (Slab) is global.
 EOF
 }
 
@@ -125,6 +127,15 @@ if [ "${COMPARE_IN_NETNS:-}" = 1 ]; then
     for e in "${kv[@]}"; do
         [ -n "$e" ] && [ -w "/proc/sys/${e%%=*}" ] && echo "${e#*=}" >"/proc/sys/${e%%=*}" 2>/dev/null || true
     done
+    # connect() picks a source port by searching ip_local_port_range, even ports first; past
+    # half the range in use to one destination the search costs hundreds of µs per connect
+    # (measured: 1,500 connects/s instead of 34,000 for 19,000 connections over the default
+    # 32768-60999), a client-side limit that would hide every server difference. The
+    # private namespace widens the range to at least 10000-65535; servers listen below it.
+    read -r plo phi <"/proc/sys/net/ipv4/ip_local_port_range"
+    if [ "$plo" -gt 10000 ] || [ "$phi" -lt 65535 ]; then
+        echo "$((plo < 10000 ? plo : 10000)) 65535" >/proc/sys/net/ipv4/ip_local_port_range
+    fi
 fi
 command -v taskset >/dev/null || { echo "compare.sh: taskset (util-linux) is required" >&2; exit 2; }
 
@@ -143,6 +154,12 @@ fi
 if [ "$CONNS" -gt $((HARD_NOFILE - 100)) ]; then
     echo "compare.sh: --connections $CONNS does not fit the descriptor limit ($HARD_NOFILE per process, hard)" >&2
     exit 2
+fi
+read -r PLO PHI <"/proc/sys/net/ipv4/ip_local_port_range"
+if [ "${COMPARE_IN_NETNS:-}" != 1 ] && [ "$CONNS" -gt $(((PHI - PLO + 1) / 2)) ]; then
+    echo "compare.sh: warning: $CONNS connections use more than half of ip_local_port_range" \
+        "($PLO-$PHI): connect() slows down sharply there and caps every connect rate." \
+        "Run as root (a private namespace with a wider range) or widen it (scripts/tune.sh apply)." >&2
 fi
 # The first core of each list: the bare programs and tokio-ws-client are single-threaded.
 SC1=${SERVER_CORES%%[,-]*}
@@ -201,7 +218,7 @@ free_port() { # a free TCP port below the ephemeral range, so clients never take
 import random, socket
 lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 for _ in range(200):
-    p = random.randint(12000, max(12001, min(lo - 1, 30000)))
+    p = random.randint(max(1024, lo - 5000), max(1025, lo - 1))
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", p))
@@ -523,7 +540,7 @@ run_broadcast() {
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "command: scripts/compare.sh $*"
+    echo "command: scripts/compare.sh ${ORIG_ARGS[*]:-}"
     echo "nproc: $(nproc)"
     echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "kernel: $(uname -r)"
@@ -542,6 +559,8 @@ run_broadcast() {
     echo "quick: $QUICK"
     echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- server loadgen common bench 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "netns: $([ "${COMPARE_IN_NETNS:-}" = 1 ] && echo private || echo host)"
+    echo "port_range: $(tr -s '\t' ' ' </proc/sys/net/ipv4/ip_local_port_range)"
+    echo "somaxconn: $(cat /proc/sys/net/core/somaxconn)"
 } >"$OUT/machine.txt"
 
 T0=$(date +%s)
@@ -849,6 +868,7 @@ print()
 print(f"{machine.get('date', '')} · {machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}), "
       f"kernel {machine.get('kernel', '?')}, {machine.get('ram', '?')} RAM · server on cores "
       f"{machine.get('server_cores', '?')}, load generators on cores {machine.get('loadgen_cores', '?')} · "
+      f"{machine.get('netns', '?')} network namespace, ports {machine.get('port_range', '?')} · "
       f"`{machine.get('command', '')}` · git {machine.get('git', '?')}")
 print()
 if shown:
