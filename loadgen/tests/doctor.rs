@@ -272,12 +272,12 @@ fn system_open_files() {
 
 #[test]
 fn memory_with_builtin_and_reported_figures() {
-    // 10 MiB available at 42 + 200 + 2 x 5120 = 10482 B per connection.
+    // 10 MiB available at 42 + 700 + 2 x 5120 = 10982 B per connection.
     let b = FakeBox::new("memory", &[], 10 * 1024);
     let (code, v, text) = b.doctor(&["-c", "5000"], None);
     assert_eq!(code, 1, "{text}");
     assert_eq!(v["binding"], "memory");
-    assert_eq!(max_n(&v, "memory"), Some((10u64 << 20) / 10_482));
+    assert_eq!(max_n(&v, "memory"), Some((10u64 << 20) / 10_982));
     // Figures measured by a ceiling run replace the built-in ones.
     let report = b.dir.join("ceiling.json");
     std::fs::write(

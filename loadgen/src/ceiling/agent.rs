@@ -72,7 +72,6 @@ pub enum AgentMsg {
     },
     Status {
         rss: u64,
-        fds: u64,
         groups: Vec<GroupDelta>,
     },
     /// A command could not be carried out.
@@ -305,7 +304,6 @@ pub fn run(a: &AgentArgs) -> i32 {
             }
             emit(&AgentMsg::Status {
                 rss: ws_common::metrics::resident_bytes(),
-                fds: ws_common::metrics::open_fds(),
                 groups: out,
             });
         }

@@ -255,7 +255,6 @@ struct Driver {
     peak_open: u64,
     max_open_per_agent: u64,
     server_pid: Option<u32>,
-    server_fds_peak: Option<u64>,
     stop: Arc<AtomicBool>,
     progress: bool,
 }
@@ -370,11 +369,6 @@ impl Driver {
 
     fn tick(&mut self) {
         self.next_tick += Duration::from_secs(1);
-        if let Some(pid) = self.server_pid {
-            if let Some(f) = limits::proc_fd_count(pid) {
-                self.server_fds_peak = Some(self.server_fds_peak.unwrap_or(0).max(f));
-            }
-        }
         let s = std::mem::replace(&mut self.second, Acc::new());
         self.timeline.push(TimePoint {
             t_s: self.start.elapsed().as_secs_f64(),
@@ -406,13 +400,18 @@ impl Driver {
 }
 
 /// What the parent samples about the box and the server at one moment.
+///
+/// Never the server's descriptor count: listing /proc/PID/fd makes the kernel build an
+/// inode and a dentry for every descriptor (~0.9 KB each, cached), which would be counted
+/// as kernel memory per connection. It is listed once, at the plateau, after the memory
+/// figures are taken. For the same reason a local server's /metrics (which lists its own
+/// descriptors) is not scraped between steps.
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
     mem: Option<limits::Meminfo>,
     sock: Option<limits::SockStat>,
     conntrack: Option<u64>,
     server_rss: Option<u64>,
-    server_fds: Option<u64>,
     loadgen_rss: u64,
     open: u64,
 }
@@ -423,7 +422,6 @@ fn snapshot(d: &Driver) -> Snapshot {
         sock: limits::sockstat(),
         conntrack: limits::sysctl_u64("net.netfilter.nf_conntrack_count"),
         server_rss: d.server_pid.and_then(limits::proc_rss),
-        server_fds: d.server_pid.and_then(limits::proc_fd_count),
         loadgen_rss: d.agents.iter().map(|a| a.rss).sum(),
         open: d.open(),
     }
@@ -639,7 +637,6 @@ pub fn run(a: &CeilingArgs) -> i32 {
         peak_open: 0,
         max_open_per_agent: 0,
         server_pid,
-        server_fds_peak: server_pid.and_then(limits::proc_fd_count),
         stop,
         progress: a.progress != ProgressMode::Off,
     };
@@ -678,6 +675,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         a.connect_rate
     ));
     let base = snapshot(&d);
+    let base_fds = server_pid.and_then(limits::proc_fd_count);
 
     // Ramp.
     let max_p99_us = (!a.max_p99.is_zero()).then_some(a.max_p99.as_micros() as u64);
@@ -686,7 +684,6 @@ pub fn run(a: &CeilingArgs) -> i32 {
     let mut step_reports: Vec<StepReport> = Vec::new();
     let mut stop_reason = StopReason::MaxReached;
     let mut failing_level = None;
-    let mut last_metrics: Option<(u64, ServerMetrics)> = None;
     for gid in 0..steps as u32 {
         if d.interrupted() {
             stop_reason = StopReason::Interrupted;
@@ -740,11 +737,9 @@ pub fn run(a: &CeilingArgs) -> i32 {
         let snap = snapshot(&d);
         let scraped = metrics
             .as_ref()
+            .filter(|_| server_pid.is_none())
             .and_then(|m| m.scrape(Duration::from_secs(1)).ok());
         let sm = scraped.as_ref().map(ServerMetrics::from);
-        if let Some(m) = sm {
-            last_metrics = Some((snap.open, m));
-        }
         let w = &d.window;
         let mut failures = w.failures.clone();
         if unsettled {
@@ -770,7 +765,10 @@ pub fn run(a: &CeilingArgs) -> i32 {
             handshake_p99_us: p99(&w.handshake),
             duration_s: t0.elapsed().as_secs_f64(),
             server_rss_bytes: snap.server_rss.or(sm.and_then(|m| m.rss_bytes)),
-            server_fds: snap.server_fds.or(sm.and_then(|m| m.open_fds)),
+            server_fds: sm.and_then(|m| m.open_fds),
+            loadgen_rss_bytes: snap.loadgen_rss,
+            slab_bytes: snap.mem.map(|m| m.slab),
+            tcp_mem_bytes: snap.sock.map(|s| s.mem_pages * limits::page_size()),
             metrics_answered: sm.is_some(),
         };
         d.say(&format!(
@@ -889,7 +887,8 @@ pub fn run(a: &CeilingArgs) -> i32 {
     if interrupted {
         stop_reason = StopReason::Interrupted;
     }
-    let server_fds_peak = d.server_fds_peak.max(peak.server_fds);
+    // Listed once, now that the memory figures are taken (see Snapshot).
+    let server_fds_peak = server_pid.and_then(limits::proc_fd_count);
 
     // Back off, then ask the server what happened (it can answer again now).
     d.phase = "teardown".into();
@@ -947,44 +946,65 @@ pub fn run(a: &CeilingArgs) -> i32 {
         verdict.evidence.extend(d.errors.iter().cloned());
     }
 
-    // Memory per connection, from the growth between the start and the plateau.
+    // Memory per connection: the marginal cost, as the median over the steps of each
+    // figure's growth divided by the connections the step added. It ignores the fixed cost
+    // of the first connections (allocator arenas, rings, one worker per step) and a step
+    // during which another process on the box allocated or freed a lot. With fewer than 3
+    // steps it is the growth from the start divided by the connections.
     let conns = peak.open.saturating_sub(base.open);
-    // A figure that did not grow (other activity on the box freed more than the
-    // connections took) is not a measurement.
-    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(x), Some(y)) if conns > 0 && x > y => Some((x - y) as f64 / conns as f64),
-        _ => None,
+    let samples: Vec<Sample> = step_reports
+        .iter()
+        .filter(|s| s.open > 0)
+        .map(|s| Sample {
+            open: s.open,
+            server_rss: s.server_rss_bytes,
+            loadgen_rss: Some(s.loadgen_rss_bytes),
+            slab: s.slab_bytes,
+            tcp_mem: s.tcp_mem_bytes,
+        })
+        .collect();
+    let by_slope = samples.len() >= 3;
+    let start = Sample {
+        open: base.open,
+        server_rss: base.server_rss,
+        loadgen_rss: Some(d.agents.iter().map(|x| x.rss_start).sum()),
+        slab: base.mem.map(|m| m.slab),
+        tcp_mem: base.sock.map(|s| s.mem_pages * limits::page_size()),
     };
-    let mut server_user = per(peak.server_rss, base.server_rss);
-    if server_user.is_none() {
-        // A remote server: from /metrics at the last step that answered.
-        if let (Some((open, m)), Some(b)) = (last_metrics, metrics_before) {
-            if let (Some(x), Some(y)) = (m.rss_bytes, b.rss_bytes) {
-                let n = m.connections_open.saturating_sub(b.connections_open);
-                if n > 0 && open > 0 {
-                    server_user = Some(x.saturating_sub(y) as f64 / n as f64);
-                }
+    let figure = |f: fn(&Sample) -> Option<u64>, zero_ok: bool| -> Option<f64> {
+        let v = if by_slope {
+            let pts: Vec<(f64, f64)> = samples
+                .iter()
+                .filter_map(|s| f(s).map(|y| (s.open as f64, y as f64)))
+                .collect();
+            median_increment(&pts)
+        } else {
+            match (samples.last().and_then(f), f(&start)) {
+                (Some(x), Some(y)) if conns > 0 => Some((x as f64 - y as f64) / conns as f64),
+                _ => None,
             }
-        }
-    }
+        };
+        // A figure that did not grow is not a measurement (other activity freed more than
+        // the connections took), except TCP buffers: idle sockets hold none.
+        v.map(|b| if zero_ok { b.max(0.0) } else { b })
+            .filter(|b| *b > 0.0 || zero_ok)
+    };
     let mut memory = MemoryReport {
         connections_measured: conns,
         reliable: conns >= report::MEMORY_MIN_CONNS,
-        server_user_bytes_per_conn: server_user,
-        loadgen_user_bytes_per_conn: per(
-            Some(peak.loadgen_rss),
-            Some(d.agents.iter().map(|x| x.rss_start).sum()),
-        ),
-        kernel_bytes_per_conn: per(peak.mem.map(|m| m.slab), base.mem.map(|m| m.slab)),
-        kernel_ends: if server_pid.is_some() || local { 2 } else { 1 },
-        // No growth is a measurement here: idle sockets hold no buffers.
-        sockstat_mem_bytes_per_conn: match (peak.sock, base.sock) {
-            (Some(p), Some(b)) if conns > 0 => Some(
-                p.mem_pages.saturating_sub(b.mem_pages) as f64 * limits::page_size() as f64
-                    / conns as f64,
-            ),
-            _ => None,
+        method: if by_slope {
+            format!(
+                "median over {} steps of growth / connections added (marginal cost)",
+                samples.len()
+            )
+        } else {
+            "growth from the start / connections (too few steps for a slope)".into()
         },
+        server_user_bytes_per_conn: figure(|s| s.server_rss, false),
+        loadgen_user_bytes_per_conn: figure(|s| s.loadgen_rss, false),
+        kernel_bytes_per_conn: figure(|s| s.slab, false),
+        kernel_ends: if server_pid.is_some() || local { 2 } else { 1 },
+        sockstat_mem_bytes_per_conn: figure(|s| s.tcp_mem, true),
         ..Default::default()
     };
     memory.project(lim.mem.map(|m| m.total));
@@ -1068,7 +1088,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
             pid: server_pid,
             comm: server.as_ref().map(|s| s.comm.clone()).unwrap_or_default(),
             nofile: server_nofile,
-            fds_at_start: base.server_fds,
+            fds_at_start: base_fds,
             fds_at_peak: server_fds_peak,
             rss_at_start: base.server_rss,
             rss_at_peak: peak.server_rss,
@@ -1137,6 +1157,37 @@ fn class_list(m: &BTreeMap<String, u64>) -> String {
         .map(|(k, n)| format!("{k} x{n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One memory sample: figures at a number of open connections.
+struct Sample {
+    open: u64,
+    server_rss: Option<u64>,
+    loadgen_rss: Option<u64>,
+    slab: Option<u64>,
+    tcp_mem: Option<u64>,
+}
+
+/// The median of (y[i+1] - y[i]) / (x[i+1] - x[i]) over points sorted by x: a growth rate
+/// that one noisy interval does not move. None without two points apart in x.
+pub fn median_increment(pts: &[(f64, f64)]) -> Option<f64> {
+    let mut p = pts.to_vec();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut r: Vec<f64> = p
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| (w[1].1 - w[0].1) / (w[1].0 - w[0].0))
+        .collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    let m = r.len() / 2;
+    Some(if r.len() % 2 == 1 {
+        r[m]
+    } else {
+        (r[m - 1] + r[m]) / 2.0
+    })
 }
 
 /// Tells every agent to close and exit, waits for them (bounded), kills stragglers.
@@ -1220,5 +1271,22 @@ mod tests {
         assert_eq!(parse_step("0.001%").unwrap().of(100), 1);
         assert!(parse_step("0%").is_err());
         assert!(parse_step("x").is_err());
+    }
+
+    #[test]
+    fn median_increments() {
+        let lin = |x: f64| 1000.0 + 42.0 * x;
+        let mut pts = vec![
+            (2500.0, lin(2500.0)),
+            (7500.0, lin(7500.0)),
+            (5000.0, lin(5000.0)),
+        ];
+        assert!((median_increment(&pts).unwrap() - 42.0).abs() < 1e-9);
+        // One interval where something else freed a lot does not move it.
+        pts.push((10000.0, lin(10000.0)));
+        pts.push((12500.0, lin(12500.0) - 5e6));
+        assert!((median_increment(&pts).unwrap() - 42.0).abs() < 1e-9);
+        assert_eq!(median_increment(&pts[..1]), None);
+        assert_eq!(median_increment(&[(1.0, 2.0), (1.0, 3.0)]), None);
     }
 }

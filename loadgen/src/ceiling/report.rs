@@ -63,7 +63,14 @@ pub struct StepReport {
     pub handshake_p99_us: Option<u64>,
     pub duration_s: f64,
     pub server_rss_bytes: Option<u64>,
+    /// From /metrics (a remote server); a local one's are listed only at the plateau.
     pub server_fds: Option<u64>,
+    /// Resident memory of all load generator processes.
+    pub loadgen_rss_bytes: u64,
+    /// /proc/meminfo Slab.
+    pub slab_bytes: Option<u64>,
+    /// TCP memory (sockstat mem pages × page size).
+    pub tcp_mem_bytes: Option<u64>,
     /// /metrics answered at the end of the step.
     pub metrics_answered: bool,
 }
@@ -141,6 +148,8 @@ pub struct MemoryReport {
     /// Measured over enough connections (at least [`MEMORY_MIN_CONNS`]) for the page-sized
     /// steps of RSS and the other activity on the box not to dominate.
     pub reliable: bool,
+    /// How the per-connection figures were obtained.
+    pub method: String,
     /// Server RSS growth per connection.
     pub server_user_bytes_per_conn: Option<f64>,
     /// Load generator RSS growth per connection (all processes).
@@ -395,6 +404,7 @@ impl CeilingReport {
                 ": too few for reliable figures, rough"
             }
         );
+        let _ = writeln!(s, "  per connection: {}", m.method);
         let per = |v: Option<f64>| {
             v.map(|b| format!("{b:.0} B"))
                 .unwrap_or_else(|| "unknown".into())
@@ -497,13 +507,18 @@ impl CeilingReport {
         let hold_span = hold_span(&self.timeline);
         let _ = writeln!(h, "<h2>Open connections over time</h2>");
         h.push_str(&svg_chart(
-            &[
-                ("open", "#1f77b4", &open),
-                ("failed connects (total)", "#d62728", &failed),
-            ],
+            &[("open connections", "#1f77b4", &open)],
             "connections",
             hold_span,
         ));
+        if self.timeline.last().is_some_and(|p| p.failed > 0) {
+            let _ = writeln!(h, "<h2>Failed connects (cumulative)</h2>");
+            h.push_str(&svg_chart(
+                &[("failed connects", "#d62728", &failed)],
+                "failed",
+                hold_span,
+            ));
+        }
         let _ = writeln!(h, "<h2>Heartbeat (pong) p99 per second, ms</h2>");
         h.push_str(&svg_chart(
             &[("pong p99 ms", "#2ca02c", &p99)],
