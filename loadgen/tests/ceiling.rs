@@ -2,6 +2,9 @@
 //!
 //! - the server started with RLIMIT_NOFILE 300: the ceiling is a little under 300 and the
 //!   binding limit is the server's open-files limit;
+//! - the load generator itself limited to 400 descriptors and one process: its own
+//!   open-files limit is named (EMFILE); left to choose, it spreads over enough processes
+//!   to reach --max;
 //! - in a network namespace whose ephemeral port range is 200 ports wide: the ceiling is
 //!   about 200 and the binding limit is the ports (EADDRNOTAVAIL). Skipped (it says so) when
 //!   network namespaces are not available (not root, no `ip`); the namespace is always
@@ -93,19 +96,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(n) = nofile {
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs before exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let r = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            limit_nofile(&mut cmd, n);
         }
         let mut child = cmd.spawn().expect("start ws-server");
         let stdout = child.stdout.take().expect("server stdout");
@@ -159,6 +150,28 @@ impl Outcome {
 
 /// Runs `ws-loadgen ceiling URL args...` (through `prefix`), bounded to 3 minutes.
 fn ceiling(prefix: &[&str], url: &str, args: &[&str]) -> Outcome {
+    ceiling_with_nofile(prefix, url, args, None)
+}
+
+/// Sets RLIMIT_NOFILE soft = hard = `n` in the child before exec.
+fn limit_nofile(cmd: &mut Command, n: u64) {
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Same, with the load generator's (and so its agents') RLIMIT_NOFILE set to `nofile`.
+fn ceiling_with_nofile(prefix: &[&str], url: &str, args: &[&str], nofile: Option<u64>) -> Outcome {
     let dir = std::env::temp_dir();
     let tag = format!("{}-{:?}", std::process::id(), std::thread::current().id())
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
@@ -183,6 +196,9 @@ fn ceiling(prefix: &[&str], url: &str, args: &[&str]) -> Outcome {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(n) = nofile {
+        limit_nofile(&mut cmd, n);
+    }
     let mut child = cmd.spawn().expect("run ws-loadgen ceiling");
     let out_pipe = child.stdout.take().unwrap();
     let err_pipe = child.stderr.take().unwrap();
@@ -283,6 +299,54 @@ fn names_the_servers_open_files_limit() {
         o.explain()
     );
     assert!(o.html.contains("<svg") && o.html.contains("open-files limit"));
+}
+
+#[test]
+fn names_its_own_open_files_limit_and_spreads_over_processes_to_avoid_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = Server::start(&[], None);
+    let args = ["--max", "1000", "--step", "100", "--hold", "1s"];
+    // One process with 400 descriptors: its own socket() fails with EMFILE first.
+    let mut one = args.to_vec();
+    one.extend(["--processes", "1"]);
+    let o = ceiling_with_nofile(&[], &srv.url(), &one, Some(400));
+    let j = &o.json;
+    assert_eq!(o.code, 0, "{}", o.explain());
+    assert_eq!(
+        j["binding_limit"]["kind"],
+        "loadgen_open_files",
+        "{}",
+        o.explain()
+    );
+    assert_eq!(j["binding_limit"]["value"].as_u64(), Some(400));
+    let held = j["ceiling"]["connections"].as_u64().unwrap_or(0);
+    assert!(
+        (250..400).contains(&held),
+        "ceiling {held}\n{}",
+        o.explain()
+    );
+    assert!(
+        j["failures"]["EMFILE"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        o.explain()
+    );
+    // Left to choose, it starts enough processes for --max and finds no limit below it.
+    let o = ceiling_with_nofile(&[], &srv.url(), &args, Some(400));
+    let j = &o.json;
+    assert_eq!(o.code, 0, "{}", o.explain());
+    assert!(
+        j["loadgen"]["processes"].as_u64().unwrap_or(0) >= 3,
+        "{}",
+        o.explain()
+    );
+    assert_eq!(j["binding_limit"]["kind"], "none", "{}", o.explain());
+    assert_eq!(j["ceiling"]["stop_reason"], "max_reached");
+    assert_eq!(
+        j["ceiling"]["connections"].as_u64(),
+        Some(1000),
+        "{}",
+        o.explain()
+    );
 }
 
 /// Runs `f(ns)` in a fresh network namespace, or returns false when there is none to have.
