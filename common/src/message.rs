@@ -85,6 +85,9 @@ pub struct Decoder {
     fragment_opcode: u8,
     /// For text: how many leading bytes of `assembly` are known-valid UTF-8.
     utf8_valid: usize,
+    /// Payload bytes of the incomplete text frame at the front of the input already checked
+    /// (ending on a character boundary): each read checks only the bytes that are new.
+    partial_checked: usize,
 }
 
 /// Parsed fixed part of a header.
@@ -231,6 +234,7 @@ impl Decoder {
                     stopped: false,
                 });
             }
+            self.partial_checked = 0;
             let payload = &mut buf[pos + h.header_len..pos + total];
             crate::frame::apply_mask(payload, h.mask);
             pos += total;
@@ -292,21 +296,28 @@ impl Decoder {
         Ok(())
     }
 
-    /// Validates the UTF-8 of the part of an incomplete text frame already received.
-    fn check_partial_text(&self, h: &Header, rest: &[u8]) -> Result<(), Violation> {
+    /// Validates the UTF-8 of the part of an incomplete text frame already received, from
+    /// where the previous call for this frame stopped (linear in the frame, not quadratic).
+    fn check_partial_text(&mut self, h: &Header, rest: &[u8]) -> Result<(), Violation> {
         let have = rest.len().saturating_sub(h.header_len);
-        if have == 0 {
+        let from = self.partial_checked.min(have);
+        if have == from {
             return Ok(());
         }
-        let mut tmp = rest[h.header_len..].to_vec();
-        crate::frame::apply_mask(&mut tmp, h.mask);
-        if h.opcode == op::CONTINUATION {
-            let mut joined = self.assembly[self.utf8_valid..].to_vec();
-            joined.extend_from_slice(&tmp);
-            check_utf8(&joined, false).map(|_| ())
-        } else {
-            check_utf8(&tmp, false).map(|_| ())
+        // A continuation starts with the incomplete character its message ended on so far.
+        let mut tmp = Vec::with_capacity(4 + have - from);
+        if from == 0 && h.opcode == op::CONTINUATION {
+            tmp.extend_from_slice(&self.assembly[self.utf8_valid..]);
         }
+        let carried = tmp.len();
+        tmp.extend_from_slice(&rest[h.header_len + from..]);
+        let m = h.mask;
+        let k = from % 4;
+        let mask = [m[k], m[(k + 1) % 4], m[(k + 2) % 4], m[(k + 3) % 4]];
+        crate::frame::apply_mask(&mut tmp[carried..], mask);
+        let valid = check_utf8(&tmp, false)?;
+        self.partial_checked = from + valid.saturating_sub(carried);
+        Ok(())
     }
 }
 
@@ -486,5 +497,48 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, Some((Some(1000), b"bye".to_vec())));
+    }
+
+    #[test]
+    fn partial_text_is_checked_once_across_any_split() {
+        let text = "héllo wörld ✓ 😀 ".repeat(40);
+        for step in 1..8 {
+            // Valid: every split (mask offsets and characters cut anywhere) passes, once.
+            let whole = masked(op::TEXT, true, text.as_bytes());
+            let (mut d, mut pending, mut got) = (Decoder::default(), Vec::new(), None);
+            for c in whole.chunks(step) {
+                let mut c = c.to_vec();
+                feed(&mut d, &mut pending, &mut c, 1 << 20, |e| {
+                    if let Event::Message { payload, .. } = e {
+                        got = Some(payload.to_vec());
+                    }
+                    Flow::Continue
+                })
+                .unwrap();
+            }
+            assert_eq!(got.as_deref(), Some(text.as_bytes()));
+            // Invalid in the middle of the frame: refused before the frame is complete.
+            let mut bad = text.as_bytes().to_vec();
+            bad[300] = 0xff;
+            let whole = masked(op::TEXT, true, &bad);
+            let (mut d, mut pending, mut fed) = (Decoder::default(), Vec::new(), 0);
+            let err = whole.chunks(step).find_map(|c| {
+                fed += c.len();
+                let mut c = c.to_vec();
+                feed(&mut d, &mut pending, &mut c, 1 << 20, |_| Flow::Continue).err()
+            });
+            assert_eq!(err, Some(Violation::InvalidUtf8));
+            assert!(fed < whole.len(), "step {step}: found only when complete");
+        }
+        // A continuation frame completes the character its message ended on.
+        let mut d = Decoder::default();
+        let mut a = masked(op::TEXT, false, &[b'a', 0xe2, 0x9c]);
+        collect(&mut d, &mut a).unwrap();
+        let mut cont = masked(op::CONTINUATION, true, &[0x93, b'b', b'c', b'd']);
+        let mut pending = Vec::new();
+        for c in cont.chunks_mut(1) {
+            feed(&mut d, &mut pending, c, 1000, |_| Flow::Continue).unwrap();
+        }
+        assert!(d.is_idle());
     }
 }

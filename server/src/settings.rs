@@ -29,7 +29,11 @@ impl Settings {
             handshake_timeout: secs(c.handshake_timeout),
             drain_timeout: secs(c.drain_timeout),
             allow_origin: c.allow_origin.clone(),
-            send_queue_bytes: c.send_queue_bytes,
+            // The echo of one maximal message always fits: the policy is for a peer that
+            // falls behind, not for one that was sent a single large message.
+            send_queue_bytes: c
+                .send_queue_bytes
+                .max(c.max_message_size + ws_common::frame::MAX_HEADER_LEN),
             slow_consumer: c.slow_consumer,
             cores,
         }
