@@ -398,6 +398,10 @@ impl Conn {
         };
         match e {
             WsError::ConnectionClosed | WsError::AlreadyClosed => End::Gone,
+            // Counted's UTF-8 guard: a text frame failed before it was complete.
+            WsError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                violation(close::INVALID_PAYLOAD, "invalid utf-8")
+            }
             WsError::Io(_) | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 s.resets.inc();
                 End::Gone

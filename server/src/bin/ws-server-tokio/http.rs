@@ -158,7 +158,7 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
     let leftover = buf[req.head_len..].to_vec();
     s.bytes_in.add(leftover.len() as u64);
     let ws = WebSocketStream::from_partially_read(
-        Counted::new(ctx, stream),
+        Counted::new(ctx, stream, &leftover),
         leftover,
         Role::Server,
         Some(ctx.settings.ws),

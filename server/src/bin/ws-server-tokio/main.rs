@@ -33,6 +33,7 @@ mod http;
 mod hub;
 mod metrics;
 mod stream;
+mod utf8_guard;
 
 use std::io::Write as _;
 use std::os::fd::FromRawFd;

@@ -11,20 +11,30 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::ctx::Ctx;
+use crate::utf8_guard::{Utf8Guard, INVALID_UTF8};
 
 pub struct Counted {
     inner: TcpStream,
     ctx: &'static Ctx,
     /// When the last read returned data.
     pub last_rx: Instant,
+    /// Fails a text frame on invalid UTF-8 before tungstenite has all of it.
+    utf8: Utf8Guard,
+    /// The bytes read before the upgrade (handed to tungstenite) already failed the guard.
+    utf8_failed: bool,
 }
 
 impl Counted {
-    pub fn new(ctx: &'static Ctx, inner: TcpStream) -> Counted {
+    /// `leftover`: the bytes after the request head, which tungstenite gets directly.
+    pub fn new(ctx: &'static Ctx, inner: TcpStream, leftover: &[u8]) -> Counted {
+        let mut utf8 = Utf8Guard::default();
+        let utf8_failed = utf8.feed(leftover).is_err();
         Counted {
             inner,
             ctx,
             last_rx: Instant::now(),
+            utf8,
+            utf8_failed,
         }
     }
 
@@ -41,6 +51,12 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.utf8_failed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                INVALID_UTF8,
+            )));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
@@ -48,6 +64,14 @@ impl AsyncRead for Counted {
             if n > 0 {
                 self.ctx.stats().bytes_in.add(n as u64);
                 self.last_rx = Instant::now();
+                let this = &mut *self;
+                if this.utf8.feed(&buf.filled()[before..]).is_err() {
+                    this.utf8_failed = true;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        INVALID_UTF8,
+                    )));
+                }
             }
         }
         r
