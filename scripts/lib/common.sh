@@ -15,11 +15,14 @@ free_port() {
 }
 
 # start_server NAME CORE PORT [ARGS...]: starts $BIN/NAME pinned to CORE; sets SERVER_PID.
+# With SERVER_NOFILE=N set, the server starts with RLIMIT_NOFILE N (soft and hard).
 start_server() {
     local name=$1 core=$2 port=$3
     shift 3
     local out="${WORK:-/tmp}/$name-$port.out"
-    taskset -c "$core" "$BIN/$name" --cores "$core" --listen "127.0.0.1:$port" "$@" >"$out" 2>&1 &
+    local prefix=()
+    [ -n "${SERVER_NOFILE:-}" ] && prefix=(prlimit "--nofile=$SERVER_NOFILE:$SERVER_NOFILE")
+    "${prefix[@]}" taskset -c "$core" "$BIN/$name" --cores "$core" --listen "127.0.0.1:$port" "$@" >"$out" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         grep -q "^listening on" "$out" 2>/dev/null && return 0
