@@ -323,14 +323,17 @@ impl CeilingReport {
                 fmt_n(*n)
             );
         }
+        // A local server's descriptors are listed only at the plateau (see ceiling::Snapshot).
+        let fds = self.steps.iter().any(|st| st.server_fds.is_some());
         let _ = writeln!(
             s,
-            "  step    target      open   failed  error rate   pong p99  handshake p99  server fds  server RSS"
+            "  step    target      open   failed  error rate   pong p99  handshake p99  server RSS        Slab{}",
+            if fds { "  server fds" } else { "" }
         );
         for st in &self.steps {
             let _ = writeln!(
                 s,
-                "  {:>4} {:>9} {:>9} {:>8} {:>10.3}% {:>10} {:>14} {:>11} {:>11}",
+                "  {:>4} {:>9} {:>9} {:>8} {:>10.3}% {:>10} {:>14} {:>11} {:>11}{}",
                 st.index + 1,
                 st.target,
                 st.open,
@@ -338,10 +341,16 @@ impl CeilingReport {
                 st.error_rate * 100.0,
                 opt_us(st.pong_p99_us),
                 opt_us(st.handshake_p99_us),
-                st.server_fds
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                st.server_rss_bytes.map(mib).unwrap_or_else(|| "-".into())
+                st.server_rss_bytes.map(mib).unwrap_or_else(|| "-".into()),
+                st.slab_bytes.map(mib).unwrap_or_else(|| "-".into()),
+                if fds {
+                    format!(
+                        " {:>11}",
+                        st.server_fds.map_or("-".to_string(), |v| v.to_string())
+                    )
+                } else {
+                    String::new()
+                }
             );
             if !st.failures.is_empty() || !st.drops.is_empty() {
                 let _ = writeln!(
@@ -528,7 +537,7 @@ impl CeilingReport {
         let _ = writeln!(
             h,
             "<h2>Steps</h2><table><tr><th>step</th><th>target</th><th>open</th><th>failed</th><th>error rate</th>\
-             <th>pong p99</th><th>handshake p99</th><th>server fds</th><th>server RSS</th><th class=\"l\">failures</th></tr>"
+             <th>pong p99</th><th>handshake p99</th><th>server RSS</th><th>Slab</th><th class=\"l\">failures</th></tr>"
         );
         for st in &self.steps {
             let _ = writeln!(
@@ -541,8 +550,8 @@ impl CeilingReport {
                 st.error_rate * 100.0,
                 opt_us(st.pong_p99_us),
                 opt_us(st.handshake_p99_us),
-                st.server_fds.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                 st.server_rss_bytes.map(mib).unwrap_or_else(|| "-".into()),
+                st.slab_bytes.map(mib).unwrap_or_else(|| "-".into()),
                 esc(&classes(&st.failures))
             );
         }
