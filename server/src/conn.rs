@@ -114,16 +114,21 @@ pub struct Slab {
     slots: Vec<Conn>,
     free: Vec<u32>,
     live: usize,
+    /// Generation of the next connection: one counter for the whole slab (not per slot),
+    /// so a slot keeps getting fresh generations even after [`Slab::release_memory`].
+    next_gen: u32,
 }
 
 impl Slab {
     /// Takes a slot for `fd`; returns its index.
     pub fn insert(&mut self, fd: RawFd, tick: u32) -> u32 {
         self.live += 1;
+        let gen = self.next_gen;
+        self.next_gen = (self.next_gen + 1) & 0xFF_FFFF;
         if let Some(i) = self.free.pop() {
             let c = &mut self.slots[i as usize];
             c.fd = fd;
-            c.gen = c.gen.wrapping_add(1) & 0xFF_FFFF;
+            c.gen = gen;
             c.last_rx = tick;
             c.last_ping = tick;
             c.phase = Phase::Handshake;
@@ -133,7 +138,7 @@ impl Slab {
         }
         self.slots.push(Conn {
             fd,
-            gen: 0,
+            gen,
             last_rx: tick,
             last_ping: tick,
             phase: Phase::Handshake,
@@ -164,6 +169,20 @@ impl Slab {
                 self.live -= 1;
             }
         }
+    }
+
+    /// With no connection left, gives the slots' memory back (after a ceiling run the
+    /// slab would otherwise keep its peak size for good).
+    pub fn release_memory(&mut self) {
+        if self.live == 0 {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
+    }
+
+    /// Slots allocated (live or free).
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity()
     }
 
     pub fn live(&self) -> usize {
@@ -218,5 +237,13 @@ mod tests {
         assert!(s.get(b, 0).is_none());
         assert!(s.get(b, 1).is_some());
         assert_eq!(s.live(), 1);
+        // After the memory is released, generations keep counting: no stale match.
+        s.remove(b);
+        s.release_memory();
+        assert_eq!(s.capacity(), 0);
+        let c = s.insert(12, 0);
+        assert_eq!(c, 0);
+        assert!(s.get(c, 0).is_none() && s.get(c, 1).is_none());
+        assert!(s.get(c, 2).is_some());
     }
 }

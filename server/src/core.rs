@@ -629,6 +629,12 @@ impl Core {
             .conn_state_bytes
             .set(self.conns.state_bytes() as u64);
         self.resume_paused();
+        if self.conns.live() == 0 && self.conns.capacity() > 4096 {
+            // Everyone left after a big run: return the slab and what malloc holds.
+            self.conns.release_memory();
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
+        }
         self.ring.submit();
         self.check_drained();
     }
