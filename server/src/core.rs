@@ -388,24 +388,13 @@ impl Core {
         let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
         let mut sent = 0;
         if queued == 0 {
-            // SAFETY: bytes is a valid readable buffer of its length.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    bytes.as_ptr() as *const libc::c_void,
-                    bytes.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n < 0 {
-                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if errno != libc::EAGAIN && errno != libc::EINTR {
+            match send_now(fd, bytes) {
+                Ok(n) => sent = n,
+                Err(_) => {
                     self.stats().resets.inc();
                     self.close_now(slot, gen);
                     return false;
                 }
-            } else {
-                sent = n as usize;
             }
         }
         if sent == bytes.len() {
@@ -460,19 +449,8 @@ impl Core {
         let fd = conn.fd;
         if let Some(ex) = conn.extra.as_mut() {
             while ex.out_pos < ex.outbuf.len() {
-                let rest = &ex.outbuf[ex.out_pos..];
-                // SAFETY: rest is a valid readable buffer of its length.
-                let n = unsafe {
-                    libc::send(
-                        fd,
-                        rest.as_ptr() as *const libc::c_void,
-                        rest.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if n < 0 {
-                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                    if errno == libc::EAGAIN || errno == libc::EINTR {
+                let n = match send_now(fd, &ex.outbuf[ex.out_pos..]) {
+                    Ok(0) => {
                         if !conn.has(flag::POLL_OUT) {
                             conn.flags |= flag::POLL_OUT;
                             self.ring.poll_out_once(
@@ -486,11 +464,14 @@ impl Core {
                         }
                         return;
                     }
-                    self.stats().resets.inc();
-                    self.close_now(slot, gen);
-                    return;
-                }
-                ex.out_pos += n as usize;
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.stats().resets.inc();
+                        self.close_now(slot, gen);
+                        return;
+                    }
+                };
+                ex.out_pos += n;
             }
             ex.outbuf = Vec::new();
             ex.out_pos = 0;
@@ -540,7 +521,7 @@ impl Core {
             slot,
         });
         if flags & flag::POLL_OUT != 0 {
-            self.ring.poll_remove(Token {
+            self.ring.cancel(Token {
                 kind: Kind::PollOut,
                 gen,
                 slot,
@@ -684,6 +665,27 @@ impl Core {
         if self.shutdown_at.is_some() && self.conns.live() == 0 {
             self.done = true;
         }
+    }
+}
+
+/// send(2) without blocking or SIGPIPE: `Ok(bytes taken)`, 0 when the socket is full;
+/// `Err(errno)` when the connection is broken.
+pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> Result<usize, i32> {
+    // SAFETY: bytes is a valid readable buffer of its length.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr() as *const libc::c_void,
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+        libc::EAGAIN | libc::EINTR => Ok(0),
+        errno => Err(errno),
     }
 }
 

@@ -132,20 +132,8 @@ impl Ring {
         self.push(e);
     }
 
-    /// Removes a poll (its file reference with it) by the token it was armed with.
-    pub fn poll_remove(&mut self, token: Token) {
-        let e = opcode::PollRemove::new(token.encode()).build().user_data(
-            Token {
-                kind: Kind::Ignore,
-                gen: 0,
-                slot: 0,
-            }
-            .encode(),
-        );
-        self.push(e);
-    }
-
-    /// Cancels any operation armed with `token` (used for the multishot accept).
+    /// Cancels any operation armed with `token` (accept, receive, poll), releasing the
+    /// file reference it holds.
     pub fn cancel(&mut self, token: Token) {
         let e = opcode::AsyncCancel::new(token.encode()).build().user_data(
             Token {
