@@ -110,6 +110,58 @@ pub fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The pid and command name of the process (other than this one) listening on TCP `port`:
+/// the LISTEN socket's inode from /proc/net/tcp{,6}, then the process holding it in
+/// /proc/*/fd. Used to name a stale server, and by the load generator to find the server.
+pub fn holder_of_port(port: u16) -> Option<(u32, String)> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] != "0A" {
+                continue; // 0A = LISTEN
+            }
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                    let comm =
+                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                    return Some((pid, comm.trim().to_string()));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +175,32 @@ mod tests {
             p.finish(),
             "# HELP x_total X.\n# TYPE x_total counter\nx_total{core=\"0\"} 3\n"
         );
+    }
+
+    #[test]
+    fn finds_who_listens() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // This process is skipped by design, so a listener of ours is not found...
+        assert_eq!(holder_of_port(port), None);
+        // ...but a child's is.
+        drop(l);
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", &format!("import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{})); s.listen(); print(1, flush=True); time.sleep(30)", port)])
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        if let Ok(c) = child.as_mut() {
+            let mut line = String::new();
+            if let Some(out) = c.stdout.as_mut() {
+                use std::io::BufRead;
+                let _ = std::io::BufReader::new(out).read_line(&mut line);
+            }
+            if line.trim() == "1" {
+                assert_eq!(holder_of_port(port).map(|(pid, _)| pid), Some(c.id()));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     #[test]
