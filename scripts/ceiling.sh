@@ -202,7 +202,12 @@ interrupted_exit() {
 }
 
 echo "==> starting ws-server on core(s) $SERVER_CORES"
-taskset -c "$SERVER_CORES" "$SERVER_BIN" --listen 127.0.0.1:0 --cores "$SERVER_CORES" >"$OUT/server.log" 2>&1 &
+# In its own session (when setsid is there), so a Ctrl-C reaches the load generator, which
+# still reports on the connections it holds, and not the server, which cleanup stops.
+SETSID=()
+command -v setsid >/dev/null 2>&1 && SETSID=(setsid)
+"${SETSID[@]}" taskset -c "$SERVER_CORES" "$SERVER_BIN" --listen 127.0.0.1:0 --cores "$SERVER_CORES" \
+    >"$OUT/server.log" 2>&1 </dev/null &
 SERVER_PID=$!
 ADDR=""
 for ((i = 0; i < 100; i++)); do
@@ -232,7 +237,7 @@ rc=0
 taskset -c "$LOADGEN_CORES" "$LOADGEN_BIN" ceiling "$URL" --max "$MAX" --step "$STEP" --hold "$HOLD" \
     --connect-rate "$CONNECT_RATE" --ping-interval "$PING" --cores "$LOADGEN_CORES" \
     --server-pid "$SERVER_PID" --progress plain \
-    --json "$OUT/report.json" --html "$OUT/report.html" | tee "$OUT/report.txt"
+    --json "$OUT/report.json" --html "$OUT/report.html" | tee -i "$OUT/report.txt"
 rc=${PIPESTATUS[0]}
 
 echo

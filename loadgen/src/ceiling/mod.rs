@@ -883,8 +883,9 @@ pub fn run(a: &CeilingArgs) -> i32 {
             pong_max_us: (!w.pong.is_empty()).then(|| w.pong.max()),
         });
     }
+    // Interrupted during the hold: the ramp's finding stands, only the hold is cut short.
     let interrupted = d.interrupted();
-    if interrupted {
+    if interrupted && hold.is_none() {
         stop_reason = StopReason::Interrupted;
     }
     // Listed once, now that the memory figures are taken (see Snapshot).
@@ -1024,9 +1025,10 @@ pub fn run(a: &CeilingArgs) -> i32 {
     let what = what_to_change(&verdict, &next, a, processes);
 
     let held = hold.as_ref().map_or(0, |h| h.min_open);
-    let confirmed = hold
-        .as_ref()
-        .is_some_and(|h| h.drops == 0 && h.min_open == h.open_at_start && h.open_at_start > 0);
+    let confirmed = !interrupted
+        && hold
+            .as_ref()
+            .is_some_and(|h| h.drops == 0 && h.min_open == h.open_at_start && h.open_at_start > 0);
     let no_conn = stop_reason == StopReason::NoConnection;
     let exit_code = if no_conn || (!d.errors.is_empty() && d.peak_open == 0) {
         2
@@ -1131,7 +1133,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         exit_code,
         error,
     };
-    print!("{}", report.to_text());
+    // Files first: stdout may be gone (a pipe whose reader was interrupted).
     if let Some(p) = &a.json {
         match serde_json::to_vec_pretty(&report) {
             Ok(b) => {
@@ -1147,6 +1149,10 @@ pub fn run(a: &CeilingArgs) -> i32 {
             eprintln!("ws-loadgen ceiling: cannot write {}: {e}", p.display());
         }
     }
+    let mut out = std::io::stdout().lock();
+    let _ = out
+        .write_all(report.to_text().as_bytes())
+        .and_then(|_| out.flush());
     exit_code
 }
 

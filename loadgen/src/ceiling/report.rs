@@ -389,6 +389,8 @@ impl CeilingReport {
             ce.held_for_s,
             if ce.confirmed {
                 ""
+            } else if self.interrupted {
+                " (NOT confirmed: interrupted before the end of the hold)"
             } else {
                 " (NOT confirmed: connections were lost during the hold)"
             },
