@@ -250,6 +250,8 @@ fn names_the_servers_open_files_limit() {
             "2s",
             "--handshake-timeout",
             "3s",
+            "--ping-interval",
+            "1s",
         ],
     );
     let j = &o.json;
