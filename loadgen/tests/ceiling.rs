@@ -333,7 +333,12 @@ fn names_its_own_open_files_limit_and_spreads_over_processes_to_avoid_it() {
         o.explain()
     );
     // Left to choose, it starts enough processes for --max and finds no limit below it.
-    let o = ceiling_with_nofile(&[], &srv.url(), &args, Some(400));
+    let o = ceiling_with_nofile(
+        &[],
+        &srv.url(),
+        &["--max", "1000", "--step", "250", "--hold", "1s"],
+        Some(400),
+    );
     let j = &o.json;
     assert_eq!(o.code, 0, "{}", o.explain());
     assert!(
