@@ -229,53 +229,8 @@ pub fn is_local_ip(ip: IpAddr) -> bool {
 }
 
 /// The pid and command name of the process listening on `port` (from `/proc/net/tcp*` and
-/// `/proc/*/fd`), skipping this process. Same method as `ws-server`'s stale-port check.
-pub fn holder_of_port(port: u16) -> Option<(u32, String)> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != "0A" {
-                continue; // 0A = LISTEN
-            }
-            let local_port = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) {
-                inodes.push(format!("socket:[{}]", f[9]));
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return None;
-    }
-    let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
-                    return Some((pid, proc_comm(pid).unwrap_or_default()));
-                }
-            }
-        }
-    }
-    None
-}
+/// `/proc/*/fd`), skipping this process: the same lookup as `ws-server`'s stale-port check.
+pub use ws_common::metrics::holder_of_port;
 
 /// The server process for `addr`: `explicit` if given, else the local listener of its port
 /// when `addr` is an address of this box.
