@@ -497,6 +497,15 @@ run_server() {
     last_json "$d/tokio-ws-client.out" >"$d/tokio-ws-client.json" || note "$name: tokio-ws-client printed no report"
     wait_fds_at_most "$pid" "$base_fds" 15 || true
 
+    # 2c: the same client with a 4 KiB read buffer instead of tungstenite's 128 KiB default
+    log "$name: open $CONNS connections with tokio-ws-client --read-buffer-size 4096"
+    poll_start "$d/naive4k.sockstat"
+    taskset -c "$LC1" "$BIN/tokio-ws-client" "$url" -c "$CONNS" --concurrency 1024 --hold 1s \
+        --read-buffer-size 4096 >"$d/tokio-ws-client-4k.out" 2>"$d/tokio-ws-client-4k.log" || true
+    poll_stop
+    last_json "$d/tokio-ws-client-4k.out" >"$d/tokio-ws-client-4k.json" || true
+    wait_fds_at_most "$pid" "$base_fds" 15 || true
+
     # 3: echo, closed loop then fixed rate
     log "$name: echo closed loop, $ECHO_CONNS connections, $PAYLOAD B, ${DUR}s"
     sample "$S" echo_max.before "$pid"
@@ -704,6 +713,8 @@ for s in servers:
     m["naive_handshakes"] = ramp(f"{s}/naive.sockstat")
     m["naive_established"] = get(naive, "established")
     m["naive_rss_per_conn"] = get(naive, "rss_per_conn_bytes")
+    m["naive4k_handshakes"] = ramp(f"{s}/naive4k.sockstat")
+    m["naive4k_rss_per_conn"] = get(load(f"{s}/tokio-ws-client-4k.json"), "rss_per_conn_bytes")
     b = smp.get("idle.before.rss_bytes")
     a = smp.get("idle.after.rss_bytes")
     m["rss_after_pct"] = div((a - b) * 100, b) if a is not None and b else None
@@ -831,6 +842,8 @@ row(f"handshakes/s opening {n} (ws-loadgen)", "handshakes", "int",
     target="≥ 50 % of bare connect+accept, ≥ 2× tokio-ws-client", verdict=ok(hs_target))
 row(f"handshakes/s opening {n} (tokio-ws-client, 1 task/conn)", "naive_handshakes", "int")
 row("tokio-ws-client RSS per connection", "naive_rss_per_conn", "B")
+row(f"handshakes/s opening {n} (tokio-ws-client, 4 KiB read buffer)", "naive4k_handshakes", "int")
+row("tokio-ws-client (4 KiB read buffer) RSS per connection", "naive4k_rss_per_conn", "B")
 row("server CPU per handshake", "cpu_us_per_handshake", "us", target="≤ 1/2 of tokio's",
     verdict=ok(le(a("cpu_us_per_handshake"), mul(b("cpu_us_per_handshake"), 0.5))))
 row("echo closed loop: msgs/s", "echo_max.rate", "int",
@@ -929,7 +942,12 @@ if A and bare_connect:
     print(f"| {A} handshakes/s ÷ bare connect+accept | {fmt(mul(div(a('handshakes'), bare_connect), 100), 'pct0')} | target ≥ 50 % |")
 if A and a("naive_handshakes"):
     print(f"| ws-loadgen ÷ tokio-ws-client handshakes/s against {A} | "
-          f"{fmt(div(a('handshakes'), a('naive_handshakes')), 'ratio')} | target ≥ 2 |")
+          f"{fmt(div(a('handshakes'), a('naive_handshakes')), 'ratio')} | target ≥ 2 "
+          f"(tungstenite's default 128 KiB read buffer) |")
+if A and a("naive4k_handshakes"):
+    print(f"| ws-loadgen ÷ tokio-ws-client with a 4 KiB read buffer | "
+          f"{fmt(div(a('handshakes'), a('naive4k_handshakes')), 'ratio')} | the same client, "
+          f"one setting changed |")
 if A and bare_echo:
     print(f"| {A} echo msgs/s ÷ bare TCP echo | {fmt(mul(div(a('echo_max.rate'), bare_echo), 100), 'pct0')} | target ≥ 80 % |")
 print()
