@@ -31,6 +31,10 @@ if [ -f scripts/autobahn.sh ]; then
     fi
 fi
 
+step "fault runs (quick) and a 2-minute soak (full: scripts/faults.sh, scripts/soak.sh)"
+bash scripts/faults.sh --quick
+bash scripts/soak.sh --minutes 2
+
 step "fuzzing (short, bounded; longer runs: scripts/fuzz.sh 600)"
 bash scripts/fuzz.sh "${WS_CEILING_FUZZ_SECONDS:-15}"
 
