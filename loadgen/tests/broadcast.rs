@@ -3,153 +3,25 @@
 //! The server is only a program that serves the routes (`/broadcast?room=…&echo=…`,
 //! `/ws?user=…`, `POST /push/ID`, `GET /metrics` with `ws_deliveries_total` and
 //! `ws_push_hits_total`) and prints `listening on ADDR`: by default our `ws-server`, or any
-//! other implementation given as `WS_SERVER_BIN` (e.g. the tokio baseline). Found as, in
-//! order: `$WS_SERVER_BIN`, `<workspace>/target/debug/ws-server`,
-//! `$CARGO_TARGET_DIR/debug/ws-server`; built with `cargo build -p ws-server --bin ws-server`
-//! when none exists. Assertions are on counts only, never on time.
+//! other implementation given as `WS_SERVER_BIN` (e.g. the tokio baseline); how it is found
+//! or built: `common::server_bin`. Assertions are on counts only, never on time.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use common::{run_loadgen, Run, WsServer};
 
-use common::{run_loadgen, Run};
-
-/// One test at a time: each starts a server and a load on a small machine.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-fn candidates() -> Vec<PathBuf> {
-    let mut v = vec![workspace().join("target/debug/ws-server")];
-    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
-        v.push(PathBuf::from(d).join("debug/ws-server"));
-    }
-    v
-}
-
-fn server_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(b) = std::env::var("WS_SERVER_BIN") {
-            return PathBuf::from(b);
-        }
-        if let Some(p) = candidates().into_iter().find(|p| p.is_file()) {
-            return p;
-        }
-        eprintln!(
-            "note: no ws-server binary found (set WS_SERVER_BIN to use another); \
-             building it with `cargo build -p ws-server --bin ws-server`"
-        );
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "ws-server", "--bin", "ws-server"])
-            .current_dir(workspace())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "cargo build -p ws-server failed");
-        candidates()
-            .into_iter()
-            .find(|p| p.is_file())
-            .expect("ws-server built but not found")
-    })
-    .clone()
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-            "0,1"
-        } else {
-            "0"
-        };
-        let mut child = Command::new(server_bin())
-            .args(["--listen", "127.0.0.1:0", "--cores", cores])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server");
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(a) = l.trim().strip_prefix("listening on ") {
-                        break a.trim().to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!("the server exited without printing `listening on ADDR`");
-                }
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// Sum of metric `name` over its labels.
-    fn metric(&self, name: &str) -> u64 {
-        let mut s = TcpStream::connect(&self.addr).expect("connect for /metrics");
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        s.write_all(
-            format!(
-                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.addr
-            )
-            .as_bytes(),
-        )
-        .expect("send GET /metrics");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        let mut sum = 0.0;
-        for line in body.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            if series.split('{').next() == Some(name) {
-                sum += value.trim().parse::<f64>().unwrap_or(0.0);
-            }
-        }
-        sum as u64
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// The server with `extra` arguments, on two cores where there are two.
+fn start_server(extra: &[&str]) -> WsServer {
+    let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "0,1"
+    } else {
+        "0"
+    };
+    WsServer::start(&[], &[&["--cores", cores], extra].concat(), None)
 }
 
 /// The checks every clean broadcast run must pass.
-fn assert_clean_broadcast(r: &Run, srv: &Server, subscribers: u64) {
+fn assert_clean_broadcast(r: &Run, srv: &WsServer, subscribers: u64) {
     assert_eq!(r.code, 0, "{}", r.explain());
     assert_eq!(
         r.u("/connections/established"),
@@ -200,8 +72,8 @@ fn assert_clean_broadcast(r: &Run, srv: &Server, subscribers: u64) {
 
 #[test]
 fn broadcast_every_subscriber_gets_every_message() {
-    let _g = lock();
-    let srv = Server::start(&[]);
+    let _g = common::serial();
+    let srv = start_server(&[]);
     let r = run_loadgen(
         &srv.url("/broadcast?room=t1"),
         &[
@@ -233,8 +105,8 @@ fn broadcast_every_subscriber_gets_every_message() {
 
 #[test]
 fn broadcast_without_echo_expects_one_delivery_less_per_message() {
-    let _g = lock();
-    let srv = Server::start(&[]);
+    let _g = common::serial();
+    let srv = start_server(&[]);
     let r = run_loadgen(
         &srv.url("/broadcast?room=t2&echo=false"),
         &[
@@ -262,8 +134,8 @@ fn broadcast_without_echo_expects_one_delivery_less_per_message() {
 
 #[test]
 fn broadcast_closed_loop_publishers_wait_for_their_own_messages() {
-    let _g = lock();
-    let srv = Server::start(&[]);
+    let _g = common::serial();
+    let srv = start_server(&[]);
     let r = run_loadgen(
         &srv.url("/broadcast?room=t3"),
         &[
@@ -285,8 +157,8 @@ fn broadcast_closed_loop_publishers_wait_for_their_own_messages() {
 
 #[test]
 fn push_delivers_every_push_to_its_user() {
-    let _g = lock();
-    let srv = Server::start(&[]);
+    let _g = common::serial();
+    let srv = start_server(&[]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[
@@ -319,8 +191,8 @@ fn push_delivers_every_push_to_its_user() {
 
 #[test]
 fn push_over_the_server_message_limit_is_counted_as_413() {
-    let _g = lock();
-    let srv = Server::start(&["--max-message-size", "100"]);
+    let _g = common::serial();
+    let srv = start_server(&["--max-message-size", "100"]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[

@@ -10,125 +10,20 @@
 //!   network namespaces are not available (not root, no `ip`); the namespace is always
 //!   deleted.
 //!
-//! The server binary is, in order: `$WS_SERVER_BIN`, `ws-server` next to this test's
-//! `ws-loadgen`, `$CARGO_TARGET_DIR/debug/ws-server`, `<workspace>/target/debug/ws-server`;
-//! built with `cargo build -p ws-server --bin ws-server` when none exists. Assertions are on
-//! counts and classes, never on time; every run is bounded.
+//! How the server binary is found or built: `common::server_bin`. Assertions are on counts
+//! and classes, never on time; every run is bounded.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One test at a time: each fills a server on a small machine.
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::{command, limit_nofile, WsServer};
 
-fn loadgen() -> &'static str {
-    env!("CARGO_BIN_EXE_ws-loadgen")
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-fn candidates() -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Some(d) = PathBuf::from(loadgen()).parent() {
-        v.push(d.join("ws-server"));
-    }
-    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
-        v.push(PathBuf::from(d).join("debug/ws-server"));
-    }
-    v.push(workspace().join("target/debug/ws-server"));
-    v
-}
-
-fn server_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(b) = std::env::var("WS_SERVER_BIN") {
-            return PathBuf::from(b);
-        }
-        if let Some(p) = candidates().into_iter().find(|p| p.is_file()) {
-            return p;
-        }
-        eprintln!("note: no ws-server binary found; building it with `cargo build -p ws-server --bin ws-server`");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "ws-server", "--bin", "ws-server"])
-            .current_dir(workspace())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "cargo build -p ws-server failed");
-        candidates()
-            .into_iter()
-            .find(|p| p.is_file())
-            .expect("ws-server built but not found")
-    })
-    .clone()
-}
-
-/// A running server (killed on drop); `prefix` runs it through e.g. `ip netns exec NS`.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(prefix: &[&str], nofile: Option<u64>) -> Server {
-        let bin = server_bin();
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        cmd.args(["--listen", "127.0.0.1:0", "--cores", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(n) = nofile {
-            limit_nofile(&mut cmd, n);
-        }
-        let mut child = cmd.spawn().expect("start ws-server");
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(a) = l.trim().strip_prefix("listening on ") {
-                        break a.trim().to_string();
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("ws-server exited without printing `listening on ADDR`");
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server on core 0 with RLIMIT_NOFILE `nofile`, run through `prefix` (e.g. `ip netns
+/// exec NS`).
+fn start_server(prefix: &[&str], nofile: Option<u64>) -> WsServer {
+    WsServer::start(prefix, &["--cores", "0"], nofile)
 }
 
 struct Outcome {
@@ -153,38 +48,11 @@ fn ceiling(prefix: &[&str], url: &str, args: &[&str]) -> Outcome {
     ceiling_with_nofile(prefix, url, args, None)
 }
 
-/// Sets RLIMIT_NOFILE soft = hard = `n` in the child before exec.
-fn limit_nofile(cmd: &mut Command, n: u64) {
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs before exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Same, with the load generator's (and so its agents') RLIMIT_NOFILE set to `nofile`.
 fn ceiling_with_nofile(prefix: &[&str], url: &str, args: &[&str], nofile: Option<u64>) -> Outcome {
-    let dir = std::env::temp_dir();
-    let tag = format!("{}-{:?}", std::process::id(), std::thread::current().id())
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
-    let json = dir.join(format!("ws-ceiling-{tag}.json"));
-    let html = dir.join(format!("ws-ceiling-{tag}.html"));
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(loadgen());
-            c
-        }
-        None => Command::new(loadgen()),
-    };
+    let json = common::temp_path("ceiling.json");
+    let html = common::temp_path("ceiling.html");
+    let mut cmd = command(prefix, common::bin());
     cmd.arg("ceiling")
         .arg(url)
         .args(args)
@@ -218,10 +86,7 @@ fn ceiling_with_nofile(prefix: &[&str], url: &str, args: &[&str], nofile: Option
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
-    let v = std::fs::read(&json)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let v = common::read_json(&json);
     let h = std::fs::read_to_string(&html).unwrap_or_default();
     let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_file(&html);
@@ -236,11 +101,11 @@ fn ceiling_with_nofile(prefix: &[&str], url: &str, args: &[&str], nofile: Option
 
 #[test]
 fn names_the_servers_open_files_limit() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let srv = Server::start(&[], Some(300));
+    let _g = common::serial();
+    let srv = start_server(&[], Some(300));
     let o = ceiling(
         &[],
-        &srv.url(),
+        &srv.url("/ws"),
         &[
             "--max",
             "1000",
@@ -305,13 +170,13 @@ fn names_the_servers_open_files_limit() {
 
 #[test]
 fn names_its_own_open_files_limit_and_spreads_over_processes_to_avoid_it() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let srv = Server::start(&[], None);
+    let _g = common::serial();
+    let srv = start_server(&[], None);
     let args = ["--max", "1000", "--step", "100", "--hold", "1s"];
     // One process with 400 descriptors: its own socket() fails with EMFILE first.
     let mut one = args.to_vec();
     one.extend(["--processes", "1"]);
-    let o = ceiling_with_nofile(&[], &srv.url(), &one, Some(400));
+    let o = ceiling_with_nofile(&[], &srv.url("/ws"), &one, Some(400));
     let j = &o.json;
     assert_eq!(o.code, 0, "{}", o.explain());
     assert_eq!(
@@ -335,7 +200,7 @@ fn names_its_own_open_files_limit_and_spreads_over_processes_to_avoid_it() {
     // Left to choose, it starts enough processes for --max and finds no limit below it.
     let o = ceiling_with_nofile(
         &[],
-        &srv.url(),
+        &srv.url("/ws"),
         &["--max", "1000", "--step", "250", "--hold", "1s"],
         Some(400),
     );
@@ -397,7 +262,7 @@ fn in_netns(f: impl FnOnce(&str)) -> bool {
 
 #[test]
 fn names_the_ephemeral_ports_in_a_netns() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = common::serial();
     let ran = in_netns(|ns| {
         let ok = Command::new("ip")
             .args([
@@ -413,10 +278,10 @@ fn names_the_ephemeral_ports_in_a_netns() {
             .unwrap_or(false);
         assert!(ok, "cannot narrow the port range inside the namespace");
         let prefix = ["ip", "netns", "exec", ns];
-        let srv = Server::start(&prefix, None);
+        let srv = start_server(&prefix, None);
         let o = ceiling(
             &prefix,
-            &srv.url(),
+            &srv.url("/ws"),
             &["--max", "1000", "--step", "100", "--hold", "2s"],
         );
         let j = &o.json;

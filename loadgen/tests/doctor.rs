@@ -4,20 +4,16 @@
 //! checking, for each bound, the largest N, which bound binds first, and the exit code.
 //! The arithmetic itself is unit-tested in `src/doctor.rs`.
 
-use std::os::unix::process::CommandExt;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ws-loadgen")
-}
+use common::{bin, limit_nofile};
 
 /// A URL nobody listens on (so no local server is found by port and /metrics is off).
 fn url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("ws://127.0.0.1:{port}/ws")
+    format!("ws://127.0.0.1:{}/ws", common::closed_port())
 }
 
 /// A roomy fake box; `edit` changes single keys (`("net.core.somaxconn", "128")`).
@@ -61,7 +57,7 @@ impl FakeBox {
     }
 
     fn doctor(&self, args: &[&str], nofile: Option<u64>) -> (i32, serde_json::Value, String) {
-        let json = self.dir.join(format!("out-{}.json", rand_suffix()));
+        let json = common::temp_path("doctor.json");
         let mut cmd = Command::new(bin());
         cmd.arg("doctor")
             .arg(url())
@@ -71,15 +67,13 @@ impl FakeBox {
             .env("WS_CEILING_SYSCTL_ROOT", self.dir.join("sys"))
             .env("WS_CEILING_MEMINFO", self.dir.join("meminfo"));
         if let Some(n) = nofile {
-            with_nofile(&mut cmd, n);
+            limit_nofile(&mut cmd, n);
         }
         let out = cmd.output().expect("run ws-loadgen doctor");
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        let v = std::fs::read(&json)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let v = common::read_json(&json);
+        let _ = std::fs::remove_file(&json);
         (out.status.code().unwrap_or(-1), v, text)
     }
 }
@@ -87,29 +81,6 @@ impl FakeBox {
 impl Drop for FakeBox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Sets RLIMIT_NOFILE soft = hard = `n` in the child before exec.
-fn with_nofile(cmd: &mut Command, n: u64) {
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 
@@ -123,7 +94,7 @@ impl FakeServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        with_nofile(&mut cmd, n);
+        limit_nofile(&mut cmd, n);
         FakeServer(cmd.spawn().expect("start sleep"))
     }
 

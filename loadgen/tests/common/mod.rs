@@ -1,16 +1,20 @@
 //! Test helpers: an independent WebSocket server that is not our code (tungstenite, one
-//! std thread per connection) and a runner for the real `ws-loadgen` binary.
+//! std thread per connection), a runner for the real `ws-loadgen` binary, and the real
+//! `ws-server` binary found (or built) and started on a free port.
 //!
 //! The server under test is only ever a URL to [`run_loadgen`], so the same tests can be
-//! pointed at `ws-server` by starting it and passing its URL.
+//! pointed at `ws-server` by starting it ([`WsServer`]) and passing its URL.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -269,4 +273,166 @@ pub fn request_key(req: &str) -> String {
                 .then(|| v.trim().to_string())
         })
         .unwrap_or_default()
+}
+
+/// One test at a time within a test binary: each starts servers and loads on a small machine.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A JSON file's value; `Null` when it is missing or not JSON.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `program` run through `prefix` (e.g. `ip netns exec NS`), or alone when it is empty.
+pub fn command(prefix: &[&str], program: impl AsRef<OsStr>) -> Command {
+    match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Sets RLIMIT_NOFILE soft = hard = `n` in the child before exec.
+pub fn limit_nofile(cmd: &mut Command, n: u64) {
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Where a built `ws-server` may be, in order: next to this test's `ws-loadgen` (the same
+/// build), `$CARGO_TARGET_DIR/debug`, `<workspace>/target/debug`.
+fn server_candidates() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = Path::new(bin()).parent() {
+        v.push(d.join("ws-server"));
+    }
+    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
+        v.push(PathBuf::from(d).join("debug/ws-server"));
+    }
+    v.push(workspace().join("target/debug/ws-server"));
+    v
+}
+
+/// The server binary: `$WS_SERVER_BIN` (any implementation of the same routes, e.g. the
+/// tokio baseline), else the first of [`server_candidates`] that exists, else built with
+/// `cargo build -p ws-server --bin ws-server`.
+pub fn server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(b) = std::env::var("WS_SERVER_BIN") {
+            return PathBuf::from(b);
+        }
+        if let Some(p) = server_candidates().into_iter().find(|p| p.is_file()) {
+            return p;
+        }
+        eprintln!(
+            "note: no ws-server binary found (set WS_SERVER_BIN to use another); \
+             building it with `cargo build -p ws-server --bin ws-server`"
+        );
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "ws-server", "--bin", "ws-server"])
+            .current_dir(workspace())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "cargo build -p ws-server failed");
+        server_candidates()
+            .into_iter()
+            .find(|p| p.is_file())
+            .expect("ws-server built but not found")
+    })
+    .clone()
+}
+
+/// The real server binary ([`server_bin`]) on a free port of 127.0.0.1, killed on drop.
+pub struct WsServer {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl WsServer {
+    /// Starts `prefix... ws-server --listen 127.0.0.1:0 args...` (with RLIMIT_NOFILE
+    /// `nofile`, if given) and waits for its `listening on ADDR` line.
+    pub fn start(prefix: &[&str], args: &[&str], nofile: Option<u64>) -> Self {
+        let mut cmd = command(prefix, server_bin());
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(n) = nofile {
+            limit_nofile(&mut cmd, n);
+        }
+        let mut child = cmd.spawn().expect("start the server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.trim().strip_prefix("listening on ") {
+                        break a.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the server exited without printing `listening on ADDR`");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Sum of metric `name` over its labels (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        metric_sum(&self.addr, name).expect("read the server's /metrics") as u64
+    }
+}
+
+impl Drop for WsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of metric `name` over its labels on `http://ADDR/metrics` (0 when absent), read with
+/// the load generator's own scraper; None when the page cannot be had.
+pub fn metric_sum(addr: &str, name: &str) -> Option<f64> {
+    let url = ws_loadgen::limits::MetricsUrl::parse(&format!("http://{addr}/metrics")).ok()?;
+    let page = url.scrape(Duration::from_secs(10)).ok()?;
+    Some(page.sum(name).unwrap_or(0.0))
 }
