@@ -12,29 +12,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-fn metric_sum(addr: &str, name: &str) -> Option<f64> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let mut sum = 0.0;
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ')?;
-        let metric = series.split('{').next().unwrap_or("");
-        if metric == name {
-            sum += value.trim().parse::<f64>().ok()?;
-        }
-    }
-    Some(sum)
-}
+use common::metric_sum;
 
 #[test]
 fn echo_against_the_server_under_test() {
