@@ -5,13 +5,20 @@ mod common;
 
 use std::io::Write;
 
-use common::{request_key, run_loadgen, RawServer};
+use common::{request_key, run_loadgen, RawServer, Run};
 
 fn upgrade(key: &str, accept_override: Option<&str>) -> Vec<u8> {
     let accept = accept_override
         .map(str::to_string)
         .unwrap_or_else(|| ws_common::handshake::accept_key(key.as_bytes()));
     ws_common::handshake::switching_protocols(&accept)
+}
+
+/// `conns` connections for 1 s, each tried once (no reconnects), so every count below is
+/// exactly one per connection.
+fn once(s: &RawServer, conns: &str, extra: &[&str]) -> Run {
+    let base = ["-c", conns, "-d", "1s", "--reconnect-max-tries", "0"];
+    run_loadgen(&s.url(), &[&base[..], extra].concat())
 }
 
 #[test]
@@ -22,10 +29,7 @@ fn wrong_accept_key_is_bad_accept() {
             Some("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
         ));
     });
-    let r = run_loadgen(
-        &s.url(),
-        &["-c", "3", "-d", "1s", "--reconnect-max-tries", "0"],
-    );
+    let r = once(&s, "3", &[]);
     assert_eq!(r.code, 2, "{}", r.explain());
     assert_eq!(r.u("/failures/bad_accept"), 3, "{}", r.explain());
 }
@@ -33,19 +37,7 @@ fn wrong_accept_key_is_bad_accept() {
 #[test]
 fn silence_is_a_handshake_timeout() {
     let s = RawServer::start(|_s, _req| {});
-    let r = run_loadgen(
-        &s.url(),
-        &[
-            "-c",
-            "2",
-            "-d",
-            "1s",
-            "--reconnect-max-tries",
-            "0",
-            "--handshake-timeout",
-            "300ms",
-        ],
-    );
+    let r = once(&s, "2", &["--handshake-timeout", "300ms"]);
     assert_eq!(r.code, 2, "{}", r.explain());
     assert_eq!(r.u("/failures/handshake_timeout"), 2, "{}", r.explain());
 }
@@ -55,10 +47,7 @@ fn garbage_response_is_malformed() {
     let s = RawServer::start(|s, _req| {
         let _ = s.write_all(b"\x00\x01garbage\r\n\r\n");
     });
-    let r = run_loadgen(
-        &s.url(),
-        &["-c", "2", "-d", "1s", "--reconnect-max-tries", "0"],
-    );
+    let r = once(&s, "2", &[]);
     assert_eq!(r.code, 2, "{}", r.explain());
     assert_eq!(r.u("/failures/malformed_response"), 2, "{}", r.explain());
 }
@@ -71,19 +60,7 @@ fn masked_server_frame_is_a_protocol_error_drop() {
         ws_common::frame::write_masked_frame(&mut out, 0x2, b"hello", [1, 2, 3, 4]);
         let _ = s.write_all(&out);
     });
-    let r = run_loadgen(
-        &s.url(),
-        &[
-            "-c",
-            "2",
-            "-d",
-            "1s",
-            "--reconnect-max-tries",
-            "0",
-            "--scenario",
-            "hold",
-        ],
-    );
+    let r = once(&s, "2", &["--scenario", "hold"]);
     assert_eq!(r.u("/connections/established"), 2, "{}", r.explain());
     assert_eq!(
         r.u("/drop_classes/protocol_error_masked_server_frame"),
@@ -101,19 +78,7 @@ fn huge_frame_announcement_is_refused_without_allocating_it() {
         ws_common::frame::write_header(&mut out, true, 0x2, usize::MAX >> 1, None);
         let _ = s.write_all(&out);
     });
-    let r = run_loadgen(
-        &s.url(),
-        &[
-            "-c",
-            "1",
-            "-d",
-            "1s",
-            "--reconnect-max-tries",
-            "0",
-            "--scenario",
-            "hold",
-        ],
-    );
+    let r = once(&s, "1", &["--scenario", "hold"]);
     assert_eq!(
         r.u("/drop_classes/protocol_error_frame_too_big"),
         1,
@@ -129,19 +94,7 @@ fn server_close_codes_are_counted_and_frames_after_101_are_read() {
         out.extend_from_slice(&ws_common::frame::close_frame(4001, "custom"));
         let _ = s.write_all(&out);
     });
-    let r = run_loadgen(
-        &s.url(),
-        &[
-            "-c",
-            "3",
-            "-d",
-            "1s",
-            "--reconnect-max-tries",
-            "0",
-            "--scenario",
-            "hold",
-        ],
-    );
+    let r = once(&s, "3", &["--scenario", "hold"]);
     assert_eq!(r.u("/close_codes/4001"), 3, "{}", r.explain());
     assert_eq!(r.u("/drop_classes/close_4001"), 3, "{}", r.explain());
 }
