@@ -326,7 +326,12 @@ sample() {
             # utime + stime (fields 14, 15 after the command name), in clock ticks.
             sed 's/^.*) //' "/proc/$pid/stat" |
                 awk -v p="$p" -v hz="$(getconf CLK_TCK)" '{print p ".cpu_s", ($12 + $13) / hz}'
+            # time its threads were runnable but waiting for their core: other jobs
+            cat "/proc/$pid"/task/*/schedstat 2>/dev/null |
+                awk -v p="$p" '{w += $2} END {print p ".runq_wait_s", w / 1e9}'
         fi
+        [ -r /proc/pressure/cpu ] &&
+            awk -v p="$p" '/^some/ {split($5, t, "="); print p ".psi_cpu_some_s", t[2] / 1e6}' /proc/pressure/cpu
         awk -v p="$p" '/^Slab:/ {print p ".slab_bytes", $2 * 1024}
                        /^SUnreclaim:/ {print p ".sunreclaim_bytes", $2 * 1024}' /proc/meminfo
         awk -v p="$p" '/^TCP:/ {for (i = 2; i < NF; i += 2) {
@@ -689,6 +694,34 @@ bare_echo_cpu_per_msg = None
 if bare_echo_srv and get(load("bare/echo-client.json"), "msgs"):
     bare_echo_cpu_per_msg = bare_echo_srv["cpu_s"] / load("bare/echo-client.json")["msgs"]
 
+def fmt(v, kind):
+    if v is None:
+        return "–"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "B":
+        return f"{v:,.0f} B"
+    if kind == "KB":
+        return f"{v / 1000:,.1f} KB"
+    if kind == "us":
+        return f"{v:,.1f} µs"
+    if kind == "ms":
+        return f"{v:,.3f} ms" if v < 10 else f"{v:,.1f} ms"
+    if kind == "pct":
+        return f"{v:+.1f} %"
+    if kind == "pct0":
+        return f"{v:.0f} %"
+    if kind == "pct1":
+        return f"{v:.1f} %"
+    if kind == "s":
+        return f"{v:.3f} s"
+    if kind == "M":
+        return f"{v / 1e6:,.2f} M"
+    if kind == "ratio":
+        return f"{v:.2f}"
+    return str(v)
+
+
 # --- per server -------------------------------------------------------------------------
 M = {}
 for s in servers:
@@ -730,6 +763,8 @@ for s in servers:
         m[f"{phase}.sent_rate"] = div(get(r, "messages", "sent"), get(r, "elapsed_s"))
         m[f"{phase}.errors"] = get(r, "error_rate")
         wall = delta(smp, f"{phase}.before", f"{phase}.after", "time")
+        m[f"{phase}.wait_pct"] = div(mul(delta(smp, f"{phase}.before", f"{phase}.after", "runq_wait_s"), 100), wall)
+        m[f"{phase}.psi_pct"] = div(mul(delta(smp, f"{phase}.before", f"{phase}.after", "psi_cpu_some_s"), 100), wall)
         m[f"{phase}.server_busy"] = div(mul(cpu, 100), wall)
         m[f"{phase}.loadgen_busy"] = div(mul(get(r, "process", "cpu_seconds"), 100), wall)
         m[f"{phase}.per_cpu_s"] = div(rec, cpu)
@@ -751,6 +786,16 @@ for s in servers:
             fl = bc_sec.get("fanout_latency") or {}
             for q in ("p50", "p99", "p999"):
                 m[f"{phase}.{q}"] = fl[q] / 1000 if fl.get(q) else None
+    wall = delta(smp, "idle.before", "idle.held", "time")
+    m["idle.wait_pct"] = div(mul(delta(smp, "idle.before", "idle.held", "runq_wait_s"), 100), wall)
+    m["idle.psi_pct"] = div(mul(delta(smp, "idle.before", "idle.held", "psi_cpu_some_s"), 100), wall)
+    parts = []
+    for ph, short in (("idle", "open"), ("echo_max", "echo max"), ("echo_fixed", "echo fixed"),
+                      ("bcast_fixed", "bcast fixed"), ("bcast_max", "bcast max")):
+        w, ps = m.get(f"{ph}.wait_pct"), m.get(f"{ph}.psi_pct")
+        if w is not None or ps is not None:
+            parts.append(f"{short} {fmt(w, 'pct1')}/{fmt(ps, 'pct1')}")
+    m["interference"] = ", ".join(parts) or None
     total = None
     if m.get("rss_per_conn") is not None and m.get("slab_per_conn") is not None:
         # a real server keeps one socket per client (the other end is remote): half the pair
@@ -759,32 +804,6 @@ for s in servers:
     M[s] = m
 
 shown = [s for s in servers if s in M]
-
-
-def fmt(v, kind):
-    if v is None:
-        return "–"
-    if kind == "int":
-        return f"{v:,.0f}"
-    if kind == "B":
-        return f"{v:,.0f} B"
-    if kind == "KB":
-        return f"{v / 1000:,.1f} KB"
-    if kind == "us":
-        return f"{v:,.1f} µs"
-    if kind == "ms":
-        return f"{v:,.3f} ms" if v < 10 else f"{v:,.1f} ms"
-    if kind == "pct":
-        return f"{v:+.1f} %"
-    if kind == "pct0":
-        return f"{v:.0f} %"
-    if kind == "s":
-        return f"{v:.3f} s"
-    if kind == "M":
-        return f"{v / 1e6:,.2f} M"
-    if kind == "ratio":
-        return f"{v:.2f}"
-    return str(v)
 
 
 rows = []  # (label, values per server, kind, ratio?, target text, verdict)
@@ -885,6 +904,8 @@ if any(v(s, "bcast_fixed.rate") is not None for s in shown):
     row("broadcast max: fan-out latency p99", "bcast_max.p99", "ms",
         target="≤ 1/2 of tokio's", verdict=ok(le(a("bcast_max.p99"), mul(b("bcast_max.p99"), 0.5))))
     row("broadcast max: deliveries missing", "bcast_max.missing", "int")
+row("interference: server waiting for its core / any task waiting for a CPU (PSI), % of phase",
+    "interference", "str", ratio=False)
 row("RSS after the clients left, vs before", "rss_after_pct", "pct", ratio=False,
     target="within 10 %", verdict=ok(None if a("rss_after_pct") is None else abs(a("rss_after_pct")) <= 10))
 row("descriptors after the clients left, vs before", "fds_after", "int", ratio=False,
@@ -952,6 +973,13 @@ if A and bare_echo:
     print(f"| {A} echo msgs/s ÷ bare TCP echo | {fmt(mul(div(a('echo_max.rate'), bare_echo), 100), 'pct0')} | target ≥ 80 % |")
 print()
 notes = [l for l in text("notes.txt").splitlines() if l.strip()]
+for s in shown:
+    for ph in ("idle", "echo_max", "echo_fixed", "bcast_fixed", "bcast_max"):
+        w = M[s].get(f"{ph}.wait_pct")
+        if w is not None and w > 2:
+            notes.append(f"{s} was runnable but waiting for its core {w:.1f} % of the {ph} "
+                         f"phase (other jobs on that core, or its own threads): that phase's "
+                         f"figures are disturbed")
 if notes:
     print("Notes:")
     for l in notes:
