@@ -14,6 +14,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::SourceIps;
+use crate::fmt::fmt_n;
 use crate::limits::{self, Meminfo, MetricsUrl, ServerMetrics};
 
 /// User-space bytes per idle connection in ws-server (measured here: 19,000 idle
@@ -230,18 +231,6 @@ impl Bound {
 
 fn roundup(v: u64, m: u64) -> u64 {
     v.div_ceil(m) * m
-}
-
-fn fmt_n(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn lim(v: u64) -> String {

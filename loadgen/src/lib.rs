@@ -18,6 +18,7 @@
 //! - [`stats`]: mergeable counters, failure classes and HdrHistograms.
 //! - [`report`]: the JSON/text report and the HdrHistogram interval log.
 //! - [`thresholds`]: `--max-error-rate`, `--max-p99`, `--min-connections`.
+//! - [`fmt`]: how counts, latencies and failure classes read in text output.
 //! - [`progress`]: live progress on stderr.
 //! - [`source_ip`]: `--source-ip` lists and ranges.
 //! - [`sys`]: the few raw syscalls (sockets, `IP_BIND_ADDRESS_NO_PORT`, epoll).
@@ -36,6 +37,7 @@ pub mod client_frame;
 pub mod config;
 pub mod conn;
 pub mod doctor;
+pub mod fmt;
 pub mod limits;
 pub mod progress;
 pub mod push;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::ScenarioKind;
 use crate::schedule::Stage;
 use crate::stats::{Counters, HistSummary, Hists};
-use crate::thresholds::{fmt_us, Outcome};
+use crate::thresholds::Outcome;
 
 /// The settings the run used.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -326,15 +326,7 @@ fn si(v: f64) -> String {
 }
 
 fn classes(m: &BTreeMap<String, u64>) -> String {
-    if m.is_empty() {
-        return "none".into();
-    }
-    let mut v: Vec<_> = m.iter().collect();
-    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    v.iter()
-        .map(|(k, n)| format!("{k} ×{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::fmt::classes(m, " ×")
 }
 
 impl Report {
@@ -621,9 +613,4 @@ impl HdrLog {
         out.extend_from_slice(&self.body);
         Ok(out)
     }
-}
-
-/// Formats a latency for progress lines.
-pub fn short_latency(us: Option<u64>) -> String {
-    us.map(fmt_us).unwrap_or_else(|| "-".into())
 }

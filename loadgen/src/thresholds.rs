@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fmt::fmt_us;
+
 /// The thresholds asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Thresholds {
@@ -65,17 +67,6 @@ impl Thresholds {
             });
         }
         out
-    }
-}
-
-/// Microseconds as `850us`, `12.3ms` or `1.20s`.
-pub fn fmt_us(us: u64) -> String {
-    if us < 1_000 {
-        format!("{us}us")
-    } else if us < 1_000_000 {
-        format!("{:.3}ms", us as f64 / 1e3)
-    } else {
-        format!("{:.3}s", us as f64 / 1e6)
     }
 }
 

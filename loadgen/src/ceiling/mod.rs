@@ -32,12 +32,13 @@ use hdrhistogram::Histogram;
 
 use crate::cli::{parse_header, parse_ratio, ProgressMode, SourceIps};
 use crate::doctor::{self, parse_count, parse_ips, Bound, GatherOpts, Inputs, Limits};
+use crate::fmt::{fmt_n, opt_us};
 use crate::limits::{self, MetricsUrl, ServerMetrics};
 use crate::schedule::{parse_duration, share};
 use crate::stats::{decode_hist, merge_map, new_hist, Counters};
 use agent::{AgentMsg, Cmd, GroupDelta};
 use report::{
-    fmt_n, CeilingConfig, CeilingReport, HoldReport, LoadgenReport, MemoryReport, ServerReport,
+    CeilingConfig, CeilingReport, HoldReport, LoadgenReport, MemoryReport, ServerReport,
     StepReport, SystemReport, TimePoint,
 };
 use verdict::{Evidence, ServerEvidence, StopReason, Verdict};
@@ -778,8 +779,8 @@ pub fn run(a: &CeilingArgs) -> i32 {
             fmt_n(rep.open),
             rep.failed,
             rep.error_rate * 100.0,
-            rep.pong_p99_us.map(verdict::fmt_us).unwrap_or_else(|| "-".into()),
-            rep.handshake_p99_us.map(verdict::fmt_us).unwrap_or_else(|| "-".into()),
+            opt_us(rep.pong_p99_us),
+            opt_us(rep.handshake_p99_us),
             if rep.failures.is_empty() {
                 String::new()
             } else {
@@ -1157,12 +1158,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
 }
 
 fn class_list(m: &BTreeMap<String, u64>) -> String {
-    let mut v: Vec<_> = m.iter().collect();
-    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    v.iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::fmt::class_counts(m, " x")
 }
 
 /// One memory sample: figures at a number of open connections.

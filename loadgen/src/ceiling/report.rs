@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::verdict::{fmt_us, StopReason, Verdict};
+use super::verdict::{classes, StopReason, Verdict};
 use crate::doctor::Bound;
+use crate::fmt::{fmt_n, opt_us};
 use crate::limits::{Meminfo, ServerMetrics, SockStat};
 use crate::stats::Counters;
 
@@ -214,36 +215,8 @@ pub struct CeilingReport {
 /// Fewer connections than this make per-connection memory figures rough.
 pub const MEMORY_MIN_CONNS: u64 = 2000;
 
-pub fn fmt_n(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1048576.0)
-}
-
-fn opt_us(v: Option<u64>) -> String {
-    v.map(fmt_us).unwrap_or_else(|| "-".into())
-}
-
-fn classes(m: &BTreeMap<String, u64>) -> String {
-    if m.is_empty() {
-        return "none".into();
-    }
-    let mut v: Vec<_> = m.iter().collect();
-    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    v.iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Connections `mem` bytes hold at `per` bytes each.

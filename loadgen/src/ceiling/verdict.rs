@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fmt::fmt_us;
+
 /// Why the ramp stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,16 +86,9 @@ fn count(m: &BTreeMap<String, u64>, keys: &[&str]) -> u64 {
     keys.iter().map(|k| m.get(*k).copied().unwrap_or(0)).sum()
 }
 
-fn classes(m: &BTreeMap<String, u64>) -> String {
-    if m.is_empty() {
-        return "none".into();
-    }
-    let mut v: Vec<_> = m.iter().collect();
-    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    v.iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Failure or drop classes as the ceiling's (ASCII) reports list them: `EMFILE x12, ...`.
+pub(crate) fn classes(m: &BTreeMap<String, u64>) -> String {
+    crate::fmt::classes(m, " x")
 }
 
 /// Failures that look like "the server did not answer": the kernel took the TCP connect (or
@@ -379,10 +374,6 @@ pub fn classify(e: &Evidence) -> Verdict {
             evidence: ev,
         },
     }
-}
-
-pub fn fmt_us(us: u64) -> String {
-    crate::thresholds::fmt_us(us)
 }
 
 #[cfg(test)]
