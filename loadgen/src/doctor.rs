@@ -805,14 +805,7 @@ pub fn run(a: &DoctorArgs) -> i32 {
     let d = Diagnosis::new(a.url.clone(), target.addr, limits, inputs);
     print!("{}", d.to_text());
     if let Some(path) = &a.json {
-        match serde_json::to_vec_pretty(&d) {
-            Ok(b) => {
-                if let Err(e) = std::fs::write(path, b) {
-                    eprintln!("ws-loadgen doctor: cannot write {}: {e}", path.display());
-                }
-            }
-            Err(e) => eprintln!("ws-loadgen doctor: cannot encode JSON: {e}"),
-        }
+        crate::report::write_json("ws-loadgen doctor", path, "JSON", &d);
     }
     if d.feasible {
         0

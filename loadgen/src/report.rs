@@ -1,9 +1,11 @@
 //! The final report: one serde structure written as JSON (`--json`, every figure plus the
 //! histograms, so runs can be merged later) and rendered as text on stdout; and the
-//! HdrHistogram interval log (`--hdr-log`), one interval per second and histogram kind.
+//! HdrHistogram interval log (`--hdr-log`), one interval per second and histogram kind; and
+//! how `run`, `doctor` and `ceiling` write their report files.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -13,6 +15,23 @@ use crate::cli::ScenarioKind;
 use crate::schedule::Stage;
 use crate::stats::{Counters, HistSummary, Hists};
 use crate::thresholds::Outcome;
+
+/// Writes a report file. A file that cannot be written is said on stderr (`WHO: cannot
+/// write PATH: ...`) and changes nothing else: the text report and the exit code follow.
+pub fn write_file(who: &str, path: &Path, contents: impl AsRef<[u8]>) {
+    if let Err(e) = std::fs::write(path, contents) {
+        eprintln!("{who}: cannot write {}: {e}", path.display());
+    }
+}
+
+/// [`write_file`] of `value` as pretty JSON (`WHO: cannot encode WHAT: ...` when it cannot
+/// be encoded).
+pub fn write_json(who: &str, path: &Path, what: &str, value: &impl Serialize) {
+    match serde_json::to_vec_pretty(value) {
+        Ok(b) => write_file(who, path, b),
+        Err(e) => eprintln!("{who}: cannot encode {what}: {e}"),
+    }
+}
 
 /// The settings the run used.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -17,8 +17,8 @@ use crate::cli::{RunArgs, ScenarioKind};
 use crate::config::{self, RunConfig};
 use crate::progress::{Progress, Tick};
 use crate::report::{
-    BroadcastReport, ConfigEcho, Connections, HdrLog, Heartbeat, Latency, Messages, Process,
-    PushReport, Report, SecondReport, StageReport,
+    write_file, write_json, BroadcastReport, ConfigEcho, Connections, HdrLog, Heartbeat, Latency,
+    Messages, Process, PushReport, Report, SecondReport, StageReport,
 };
 use crate::scenario::Scenario;
 use crate::stats::{HistSummary, Hists, Stats};
@@ -573,22 +573,11 @@ fn build_report(
         push,
     };
     if let Some(path) = &args.json {
-        match serde_json::to_vec_pretty(&report) {
-            Ok(b) => {
-                if let Err(e) = std::fs::write(path, b) {
-                    eprintln!("ws-loadgen: cannot write {}: {e}", path.display());
-                }
-            }
-            Err(e) => eprintln!("ws-loadgen: cannot encode the JSON report: {e}"),
-        }
+        write_json("ws-loadgen", path, "the JSON report", &report);
     }
     if let (Some(path), Some(log)) = (&args.hdr_log, hdr) {
         match log.finish(started_unix.as_secs_f64()) {
-            Ok(b) => {
-                if let Err(e) = std::fs::write(path, b) {
-                    eprintln!("ws-loadgen: cannot write {}: {e}", path.display());
-                }
-            }
+            Ok(b) => write_file("ws-loadgen", path, b),
             Err(e) => eprintln!("ws-loadgen: cannot encode the interval log: {e}"),
         }
     }

@@ -34,6 +34,7 @@ use crate::cli::{parse_header, parse_ratio, ProgressMode, SourceIps};
 use crate::doctor::{self, parse_count, parse_ips, Bound, GatherOpts, Inputs, Limits};
 use crate::fmt::{fmt_n, opt_us};
 use crate::limits::{self, MetricsUrl, ServerMetrics};
+use crate::report::{write_file, write_json};
 use crate::schedule::{parse_duration, share};
 use crate::stats::{decode_hist, merge_map, new_hist, Counters};
 use agent::{AgentMsg, Cmd, GroupDelta};
@@ -1136,19 +1137,10 @@ pub fn run(a: &CeilingArgs) -> i32 {
     };
     // Files first: stdout may be gone (a pipe whose reader was interrupted).
     if let Some(p) = &a.json {
-        match serde_json::to_vec_pretty(&report) {
-            Ok(b) => {
-                if let Err(e) = std::fs::write(p, b) {
-                    eprintln!("ws-loadgen ceiling: cannot write {}: {e}", p.display());
-                }
-            }
-            Err(e) => eprintln!("ws-loadgen ceiling: cannot encode JSON: {e}"),
-        }
+        write_json("ws-loadgen ceiling", p, "JSON", &report);
     }
     if let Some(p) = &a.html {
-        if let Err(e) = std::fs::write(p, report.to_html()) {
-            eprintln!("ws-loadgen ceiling: cannot write {}: {e}", p.display());
-        }
+        write_file("ws-loadgen ceiling", p, report.to_html());
     }
     let mut out = std::io::stdout().lock();
     let _ = out
