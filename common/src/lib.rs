@@ -13,6 +13,7 @@
 //! - [`cores`]: `--cores 0-3,6` lists.
 //! - [`errno`]: errno names for error classes (`ECONNREFUSED`, `EMFILE`, ...).
 //! - [`metrics`]: Prometheus text exposition helpers and process figures from /proc.
+//! - [`net`]: `sockaddr` for code that calls `bind(2)`/`connect(2)` itself.
 //! - [`limits`]: defaults both servers use.
 
 pub mod cores;
@@ -22,4 +23,5 @@ pub mod handshake;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod net;
 pub mod payload;
