@@ -122,6 +122,19 @@ enum Phase {
 
 type Timer = (u64, u32, u32); // (due ns, slot, generation)
 
+/// Takes the first timer of a FIFO timer queue if it is due by `now`: (slot, generation).
+/// Each queue has one fixed delay, so timers fall due in the order they were queued.
+#[inline]
+fn pop_due(q: &mut VecDeque<Timer>, now: u64) -> Option<(u32, u32)> {
+    match q.front() {
+        Some(&(due, idx, gen)) if due <= now => {
+            q.pop_front();
+            Some((idx, gen))
+        }
+        _ => None,
+    }
+}
+
 pub struct Worker {
     id: usize,
     sh: Arc<Shared>,
@@ -556,38 +569,22 @@ impl Worker {
     }
 
     fn timers(&mut self, now: u64) {
-        while let Some(&(due, idx, gen)) = self.connect_timeouts.front() {
-            if due > now {
-                break;
-            }
-            self.connect_timeouts.pop_front();
+        while let Some((idx, gen)) = pop_due(&mut self.connect_timeouts, now) {
             if self.live(idx, gen, State::Connecting) {
                 self.connect_failed(idx as usize, "connect_timeout", now);
             }
         }
-        while let Some(&(due, idx, gen)) = self.handshake_timeouts.front() {
-            if due > now {
-                break;
-            }
-            self.handshake_timeouts.pop_front();
+        while let Some((idx, gen)) = pop_due(&mut self.handshake_timeouts, now) {
             if self.live(idx, gen, State::Handshaking) {
                 self.connect_failed(idx as usize, "handshake_timeout", now);
             }
         }
-        while let Some(&(due, idx, gen)) = self.close_timeouts.front() {
-            if due > now {
-                break;
-            }
-            self.close_timeouts.pop_front();
+        while let Some((idx, gen)) = pop_due(&mut self.close_timeouts, now) {
             if self.live(idx, gen, State::Closing) {
                 self.finish_close(idx as usize);
             }
         }
-        while let Some(&(due, idx, gen)) = self.pings.front() {
-            if due > now {
-                break;
-            }
-            self.pings.pop_front();
+        while let Some((idx, gen)) = pop_due(&mut self.pings, now) {
             if self.phase == Phase::Run && self.live(idx, gen, State::Open) {
                 self.send_ping(idx as usize, now);
                 if let Scenario::Hold { interval_ns } = self.sh.scenario {
