@@ -200,15 +200,20 @@ pub fn run(args: &RunArgs) -> i32 {
             return EXIT_CANNOT_RUN;
         }
     };
+    execute(cfg, args, stop_on_sigint())
+}
+
+/// A flag the first SIGINT sets, so the run ends early with its report; a second SIGINT
+/// ends the process at once (exit 130).
+pub fn stop_on_sigint() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    // A second SIGINT ends the process at once; the first ends the run with a report.
     let _ = signal_hook::flag::register_conditional_shutdown(
         signal_hook::consts::SIGINT,
         130,
         stop.clone(),
     );
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
-    execute(cfg, args, stop)
+    stop
 }
 
 fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {

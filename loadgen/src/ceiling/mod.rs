@@ -565,13 +565,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         run_args.push("--origin".into());
         run_args.push(o.clone());
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        stop.clone(),
-    );
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
+    let stop = crate::run::stop_on_sigint();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut agents = Vec::new();
     for i in 0..processes as usize {
