@@ -30,19 +30,23 @@ pub enum Phase {
 /// Flag bits in [`Conn::flags`].
 pub mod flag {
     /// A one-shot POLLOUT is armed.
-    pub const POLL_OUT: u8 = 1;
+    pub const POLL_OUT: u16 = 1;
     /// Counted in the open-WebSocket gauge (and the global --max-conns budget).
-    pub const COUNTED: u8 = 2;
+    pub const COUNTED: u16 = 2;
     /// We have sent a Close frame.
-    pub const CLOSE_SENT: u8 = 4;
+    pub const CLOSE_SENT: u16 = 4;
     /// Write side shut down (lingering).
-    pub const WR_SHUT: u8 = 8;
+    pub const WR_SHUT: u16 = 8;
     /// On `/broadcast`: data messages go to the room.
-    pub const BROADCAST: u8 = 16;
+    pub const BROADCAST: u16 = 16;
     /// On `/broadcast?echo=false`: the sender does not get its own messages.
-    pub const NO_ECHO: u8 = 32;
+    pub const NO_ECHO: u16 = 32;
     /// Receive cancelled while another core is congested (see `Core::congested`).
-    pub const PAUSED: u8 = 64;
+    pub const PAUSED: u16 = 64;
+    /// A multishot receive is armed (at most one at a time).
+    pub const RECV_ARMED: u16 = 128;
+    /// Has frames in this wake's fan-out queue: later ones must join them there, in order.
+    pub const FANNED: u16 = 256;
 }
 
 /// Per-connection heap state that exists only while needed.
@@ -86,12 +90,12 @@ pub struct Conn {
     /// Tick of the last ping we sent, or of the accept (handshake deadline base).
     pub last_ping: u32,
     pub phase: Phase,
-    pub flags: u8,
+    pub flags: u16,
     pub extra: Option<Box<Extra>>,
 }
 
 impl Conn {
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 

@@ -189,7 +189,7 @@ impl Core {
 
     /// Publishers paused for congestion go back to being read once it has cleared.
     fn resume_paused(&mut self) {
-        if !self.paused.is_empty() && !self.congested() {
+        if !self.paused.is_empty() && self.drained() {
             for (slot, gen) in std::mem::take(&mut self.paused) {
                 if let Some(conn) = self.conns.get(slot, gen) {
                     conn.flags &= !flag::PAUSED;
@@ -203,7 +203,9 @@ impl Core {
     fn arm_recv(&mut self, slot: u32, gen: u32) {
         let group = self.bufs.group();
         if let Some(conn) = self.conns.get(slot, gen) {
-            if !conn.has(flag::PAUSED) {
+            // One receive at a time: a second would hold the socket past close_now's cancel.
+            if !conn.has(flag::PAUSED) && !conn.has(flag::RECV_ARMED) {
+                conn.flags |= flag::RECV_ARMED;
                 let fd = conn.fd;
                 self.ring.recv_multi(
                     fd,
@@ -303,35 +305,35 @@ impl Core {
                 self.on_bytes(slot, gen, data);
             }
             self.bufs.recycle(bid);
-            let Some(conn) = self.conns.get(slot, gen) else {
-                return;
-            };
-            if conn.has(flag::BROADCAST) && !conn.has(flag::PAUSED) && self.congested() {
+        } else if let Some(bid) = c.buffer {
+            self.bufs.recycle(bid);
+        }
+        let congested = c.result > 0 && self.congested();
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        if !c.more {
+            conn.flags &= !flag::RECV_ARMED; // this receive is over
+        }
+        if c.result > 0 {
+            let publisher = conn.has(flag::BROADCAST) && conn.phase == Phase::Open;
+            if publisher && !conn.has(flag::PAUSED) && congested {
                 // Another core is behind: stop reading this publisher until it catches up.
-                if let Some(conn) = self.conns.get(slot, gen) {
-                    conn.flags |= flag::PAUSED;
-                }
+                conn.flags |= flag::PAUSED;
                 self.paused.push((slot, gen));
                 if c.more {
                     self.ring.cancel(t);
                 }
-                return;
-            }
-            if !c.more {
+            } else if !c.more {
                 self.arm_recv(slot, gen); // the kernel ended the multishot: arm a new one
             }
-            return;
-        }
-        if let Some(bid) = c.buffer {
-            self.bufs.recycle(bid);
-        }
-        if self.conns.get(slot, gen).is_none() {
             return;
         }
         match -c.result {
             0 => self.on_eof(slot, gen),
             libc::ENOBUFS => self.rearm.push((slot, gen)),
-            libc::ECANCELED => {}
+            // A pause's cancel: if the pause has been lifted meanwhile, read again.
+            libc::ECANCELED => self.arm_recv(slot, gen),
             _ => {
                 self.stats().resets.inc();
                 self.close_now(slot, gen);
@@ -357,8 +359,13 @@ impl Core {
 
     fn on_eof(&mut self, slot: u32, gen: u32) {
         if let Some(conn) = self.conns.get(slot, gen) {
-            if conn.phase == Phase::Open {
-                self.stats().resets.inc();
+            match conn.phase {
+                Phase::Open => self.stats().resets.inc(),
+                // A client that half-closed after its request still gets the answer: the
+                // push/broadcast reply, or the bytes still queued; linger/sweep end it.
+                Phase::Waiting => return,
+                Phase::Lingering if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) => return,
+                _ => {}
             }
         }
         self.close_now(slot, gen);
@@ -421,13 +428,26 @@ impl Core {
         true
     }
 
+    /// Sends a control frame (Close) past the queue limit: it is small and ends the
+    /// connection anyway, so no policy may drop it.
+    pub(crate) fn send_control(&mut self, slot: u32, gen: u32, frame: &[u8]) {
+        self.enqueue(slot, gen, frame);
+        self.flush(slot, gen);
+    }
+
     /// Appends to the connection's outbound queue (no limit check) and arms POLLOUT.
     pub(crate) fn enqueue(&mut self, slot: u32, gen: u32, bytes: &[u8]) {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
         let fd = conn.fd;
-        conn.extra().outbuf.extend_from_slice(bytes);
+        let ex = conn.extra();
+        if ex.out_pos > 0 && ex.out_pos >= ex.outbuf.len() / 2 {
+            // Forget what was sent, so a queue that never quite empties cannot grow forever.
+            ex.outbuf.drain(..ex.out_pos);
+            ex.out_pos = 0;
+        }
+        ex.outbuf.extend_from_slice(bytes);
         if !conn.has(flag::POLL_OUT) {
             conn.flags |= flag::POLL_OUT;
             self.ring.poll_out_once(
@@ -546,10 +566,7 @@ impl Core {
         };
         if !conn.has(flag::CLOSE_SENT) {
             conn.flags |= flag::CLOSE_SENT;
-            let f = frame::close_frame(code, reason);
-            // Past any queue limit: a close is small and ends the connection anyway.
-            self.enqueue(slot, gen, &f);
-            self.flush(slot, gen);
+            self.send_control(slot, gen, &frame::close_frame(code, reason));
         }
         self.linger(slot, gen);
     }
@@ -586,7 +603,9 @@ impl Core {
                     }
                 }
                 Phase::Closing => {
-                    let deadline = self.shutdown_at.unwrap_or(conn.last_ping + s.drain_timeout);
+                    let deadline = self
+                        .shutdown_at
+                        .unwrap_or_else(|| conn.last_ping.saturating_add(s.drain_timeout));
                     if tick >= deadline {
                         if self.shutdown_at.is_some() {
                             self.forced += 1;
@@ -610,6 +629,7 @@ impl Core {
             .conn_state_bytes
             .set(self.conns.state_bytes() as u64);
         self.resume_paused();
+        self.forget_orphan_requests();
         if self.conns.live() == 0 && self.conns.capacity() > 4096 {
             // Everyone left after a big run: return the slab and what malloc holds.
             self.conns.release_memory();
@@ -626,7 +646,7 @@ impl Core {
             return;
         }
         self.tick = self.started.elapsed().as_secs() as u32;
-        self.shutdown_at = Some(self.tick + self.settings.drain_timeout);
+        self.shutdown_at = Some(self.tick.saturating_add(self.settings.drain_timeout));
         if self.accept_armed {
             self.ring.cancel(Token {
                 kind: Kind::Accept,
@@ -652,7 +672,7 @@ impl Core {
                     conn.phase = Phase::Closing;
                     conn.flags |= flag::CLOSE_SENT;
                     let f = frame::close_frame(close::GOING_AWAY, "server shutting down");
-                    self.send_bytes(slot, gen, &f);
+                    self.send_control(slot, gen, &f);
                 }
                 Phase::Waiting => self.close_now(slot, gen),
                 Phase::Closing | Phase::Lingering => {}

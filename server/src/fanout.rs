@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ws_common::frame::{self, op};
 use ws_common::handshake;
 
-use crate::conn::Phase;
+use crate::conn::{flag, Phase};
 use crate::core::Core;
 use crate::inbox::{CoreMsg, ReplyTo, Target};
 
@@ -42,6 +42,9 @@ pub struct Registry {
     rooms: Vec<Room>,
     users: HashMap<Arc<str>, Vec<u32>>,
     member: HashMap<u32, Membership>,
+    /// Room numbers whose room emptied, for reuse: clients choose room names, so rooms
+    /// must not accumulate.
+    free_rooms: Vec<u32>,
 }
 
 /// What kind of HTTP request waits for the other cores' counts.
@@ -66,11 +69,19 @@ impl Registry {
         let id = match self.room_ids.get(name) {
             Some(id) => *id,
             None => {
-                let id = self.rooms.len() as u32;
                 let name: Arc<str> = Arc::from(name);
-                self.room_ids.insert(name.clone(), id);
-                self.room_names.push(name);
-                self.rooms.push(Room::default());
+                let id = match self.free_rooms.pop() {
+                    Some(id) => {
+                        self.room_names[id as usize] = name.clone();
+                        id
+                    }
+                    None => {
+                        self.room_names.push(name.clone());
+                        self.rooms.push(Room::default());
+                        (self.rooms.len() - 1) as u32
+                    }
+                };
+                self.room_ids.insert(name, id);
                 id
             }
         };
@@ -100,6 +111,12 @@ impl Registry {
                 if let Some(mm) = self.member.get_mut(&moved) {
                     mm.room = Some((room, pos));
                 }
+            }
+            if members.is_empty() {
+                members.shrink_to_fit();
+                let name = std::mem::replace(&mut self.room_names[room as usize], Arc::from(""));
+                self.room_ids.remove(&name);
+                self.free_rooms.push(room);
             }
         }
         if let Some(user) = m.user {
@@ -164,12 +181,15 @@ impl Core {
                 continue;
             }
             let gen = conn.gen;
-            if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
+            let behind = conn.extra.as_ref().is_some_and(|e| e.unsent() > 0);
+            if behind && !conn.has(flag::FANNED) {
                 // Already behind: queue behind what is waiting (slow-consumer policy applies).
                 if self.send_bytes(slot, gen, frame) {
                     count += 1;
                 }
             } else {
+                // With frames already in this wake's queue, later ones join them (order).
+                conn.flags |= flag::FANNED;
                 self.fan_queue.push((slot, gen, frame.clone()));
                 count += 1;
             }
@@ -207,13 +227,21 @@ impl Core {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
-        if conn.phase != Phase::Open || conn.has(crate::conn::flag::CLOSE_SENT) {
+        conn.flags &= !flag::FANNED;
+        if conn.phase != Phase::Open || conn.has(flag::CLOSE_SENT) {
             return; // closed or closing since: nothing may follow a Close frame
         }
         let fd = conn.fd;
         if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
             for (_, _, f) in frames {
-                self.send_bytes(slot, gen, f);
+                if !self.send_bytes(slot, gen, f)
+                    && self
+                        .conns
+                        .get(slot, gen)
+                        .is_none_or(|c| c.has(flag::CLOSE_SENT))
+                {
+                    return; // closed by the policy: nothing after its Close
+                }
             }
             return;
         }
@@ -272,8 +300,13 @@ impl Core {
             let skip = if k == 0 { partial } else { 0 };
             if k == 0 {
                 self.enqueue(slot, gen, &f[skip..]);
-            } else {
-                self.send_bytes(slot, gen, f);
+            } else if !self.send_bytes(slot, gen, f)
+                && self
+                    .conns
+                    .get(slot, gen)
+                    .is_none_or(|c| c.has(flag::CLOSE_SENT))
+            {
+                return; // closed by the policy: nothing after its Close
             }
         }
     }
@@ -319,6 +352,22 @@ impl Core {
             .iter()
             .enumerate()
             .any(|(i, m)| i != self.idx && m.congested())
+    }
+
+    /// True once every other core is back below the low mark (paused publishers resume).
+    pub(crate) fn drained(&self) -> bool {
+        self.mailboxes
+            .iter()
+            .enumerate()
+            .all(|(i, m)| i == self.idx || m.drained())
+    }
+
+    /// Forgets requests whose HTTP client has gone (or whose answers can never all come,
+    /// e.g. a core stopped): called by the sweep.
+    pub(crate) fn forget_orphan_requests(&mut self) {
+        let conns = &mut self.conns;
+        self.pending
+            .retain(|_, p| conns.get(p.slot, p.gen).is_some());
     }
 
     /// A data message from a `/broadcast` client: to its room on every core.
@@ -421,5 +470,38 @@ impl Core {
             self.send_bytes(slot, gen, &resp);
             self.linger(slot, gen);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_are_freed_and_reused_when_empty() {
+        let mut r = Registry::default();
+        // Clients choose room names: a thousand one-off rooms must not accumulate.
+        for i in 0..1000u32 {
+            r.join_room(i, &format!("room-{i}"));
+            r.join_user(i, "u");
+            r.leave(i);
+        }
+        assert!(r.rooms.len() <= 1, "{} rooms kept", r.rooms.len());
+        assert!(r.room_ids.is_empty() && r.users.is_empty() && r.member.is_empty());
+        // Membership positions stay right across swap_remove.
+        for i in 0..5 {
+            r.join_room(i, "x");
+        }
+        r.leave(1);
+        let mut out = Vec::new();
+        r.targets(&Target::Room(Arc::from("x")), &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![0, 2, 3, 4]);
+        r.leave(4);
+        r.leave(0);
+        r.targets(&Target::Room(Arc::from("x")), &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![2, 3]);
+        assert_eq!(r.room_of(3).as_deref(), Some("x"));
     }
 }

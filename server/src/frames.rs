@@ -66,15 +66,19 @@ impl Core {
             Flow::Continue
         });
 
-        if let Err(v) = result {
-            stats.protocol_close(v.code());
-            self.send_staged(slot, gen);
-            self.close_with(slot, gen, v.code(), v.reason());
-            return;
-        }
+        // Messages decoded before a violation still count: they go out first.
         self.send_staged(slot, gen);
         for f in std::mem::take(&mut self.bcast_out) {
             self.broadcast_from(slot, f, echo_self);
+        }
+        if result.is_err() || peer_close.is_some() {
+            // A Close follows: what this read delivered (to the sender too) must precede it.
+            self.flush_fanout();
+        }
+        if let Err(v) = result {
+            self.stats().protocol_close(v.code());
+            self.close_with(slot, gen, v.code(), v.reason());
+            return;
         }
         if let Some(code) = peer_close {
             self.on_peer_close(slot, gen, code, closing);
@@ -104,7 +108,7 @@ impl Core {
                 Some(c) => frame::encode(op::CLOSE, &c.to_be_bytes()),
                 None => frame::encode(op::CLOSE, &[]),
             };
-            self.send_bytes(slot, gen, &reply);
+            self.send_control(slot, gen, &reply);
         }
         self.linger(slot, gen);
     }

@@ -107,6 +107,11 @@ impl Mailbox {
         self.queued.load(Ordering::Relaxed) > INBOX_HIGH_BYTES
     }
 
+    /// True when this core is back below [`INBOX_LOW_BYTES`].
+    pub fn drained(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) <= INBOX_LOW_BYTES
+    }
+
     /// Wakes the core without a message (e.g. to re-check congestion).
     pub fn wake(&self) {
         self.waker.wake();
@@ -118,7 +123,12 @@ impl Mailbox {
             return;
         }
         for m in batch.drain(..) {
-            let _ = self.tx.send(m);
+            if let Err(crossbeam_channel::SendError(CoreMsg::Deliver { frame, .. })) =
+                self.tx.send(m)
+            {
+                // That core is gone: what was charged for it will never be released.
+                self.queued.fetch_sub(frame.len() as u64, Ordering::Relaxed);
+            }
         }
         self.waker.wake();
     }

@@ -146,9 +146,14 @@ impl Ring {
         self.push(e);
     }
 
-    /// Submits queued entries without waiting.
+    /// Submits queued entries without waiting. Also enters the kernel when completions
+    /// overflowed the CQ: the kernel keeps those back until an enter flushes them, and a
+    /// multishot receive's last completion could otherwise wait there indefinitely.
     pub fn submit(&mut self) {
-        if !self.ring.submission().is_empty() {
+        let sq = self.ring.submission();
+        let needed = !sq.is_empty() || sq.cq_overflow();
+        drop(sq);
+        if needed {
             let _ = self.ring.submit();
         }
     }

@@ -302,7 +302,38 @@ fn echo_client_that_never_reads_is_closed_as_slow_consumer(bin: &str) {
     assert_eq!(closed, 1);
 }
 
+/// A message followed by a violation in the same packet: the message still reaches its own
+/// room (once), the sender is closed with 1002, and nothing leaks into another room.
+fn message_before_a_violation_goes_to_its_room_only(bin: &str) {
+    let srv = Server::start(bin, &["--ping-interval", "0"]);
+    let mut a = srv.ws("/broadcast?room=a&echo=false");
+    let mut b = srv.ws("/broadcast?room=b");
+    let mut s = srv.raw();
+    assert_eq!(
+        status_of(&exchange(
+            &mut s,
+            upgrade_request("/broadcast?room=a", "").as_bytes()
+        )),
+        101
+    );
+    let mut bytes = client_frame(0x81, b"kept");
+    bytes.extend(client_frame(0x81 | 0x40, b"bad")); // RSV1: protocol error
+    s.write_all(&bytes).unwrap();
+    assert_eq!(a.read().unwrap(), Message::text("kept"));
+    // The publisher gets its own message (echo on), then Close 1002.
+    assert_eq!(read_frame(&mut s), Some((0x81, b"kept".to_vec())));
+    assert_eq!(read_until_close(&mut s), Some(1002));
+    // Room b saw nothing: the next thing it reads is its own marker.
+    b.send(Message::text("marker")).unwrap();
+    assert_eq!(b.read().unwrap(), Message::text("marker"));
+    // Room a got "kept" exactly once: the next thing is a fresh message.
+    let mut c = srv.ws("/broadcast?room=a");
+    c.send(Message::text("after")).unwrap();
+    assert_eq!(a.read().unwrap(), Message::text("after"));
+}
+
 both_servers!(
+    message_before_a_violation_goes_to_its_room_only,
     echo_client_that_never_reads_is_closed_as_slow_consumer,
     every_subscriber_gets_every_message_once_in_order_across_cores,
     rooms_are_isolated_and_echo_false_skips_the_sender,
