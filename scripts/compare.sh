@@ -578,6 +578,9 @@ run_broadcast() {
     echo "duration_s: $DUR"
     echo "quick: $QUICK"
     echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- server loadgen common bench 2>/dev/null || echo ' (with uncommitted changes)')"
+    if [ -n "$BIN_DIR" ]; then
+        echo "binaries: $BIN_DIR$([ -r "$BIN_DIR/COMMIT" ] && echo " (built from $(cat "$BIN_DIR/COMMIT"))")"
+    fi
     echo "netns: $([ "${COMPARE_IN_NETNS:-}" = 1 ] && echo private || echo host)"
     echo "port_range: $(tr -s '\t' ' ' </proc/sys/net/ipv4/ip_local_port_range)"
     echo "somaxconn: $(cat /proc/sys/net/core/somaxconn)"
@@ -923,7 +926,8 @@ print(f"{machine.get('date', '')} · {machine.get('nproc', '?')} cores ({machine
       f"kernel {machine.get('kernel', '?')}, {machine.get('ram', '?')} RAM · server on cores "
       f"{machine.get('server_cores', '?')}, load generators on cores {machine.get('loadgen_cores', '?')} · "
       f"{machine.get('netns', '?')} network namespace, ports {machine.get('port_range', '?')} · "
-      f"`{machine.get('command', '')}` · git {machine.get('git', '?')}")
+      f"`{machine.get('command', '')}` · "
+      + (f"binaries {machine['binaries']}" if "binaries" in machine else f"git {machine.get('git', '?')}"))
 print()
 if shown:
     hdr = ["figure"] + shown
