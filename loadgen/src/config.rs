@@ -341,39 +341,13 @@ mod tests {
         assert_eq!(query_param(u, "echo").as_deref(), Some("false"));
         assert_eq!(query_param(u, "user"), None);
         let r = build(
-            &match crate::cli::parse_from([
-                "ws-loadgen",
-                u,
-                "--scenario",
-                "broadcast",
-                "--rate",
-                "5",
-            ])
-            .unwrap()
-            .command
-            {
-                crate::cli::Command::Run(r) => *r,
-                _ => unreachable!("not a run"),
-            },
+            &args_for(u, &["--scenario", "broadcast", "--rate", "5"]),
             (20_000, 20_000),
         )
         .unwrap();
         assert_eq!((r.room.as_str(), r.echo_self), ("a b", false));
         assert!(build(
-            &match crate::cli::parse_from([
-                "ws-loadgen",
-                u,
-                "--scenario",
-                "broadcast",
-                "--rate",
-                "0"
-            ])
-            .unwrap()
-            .command
-            {
-                crate::cli::Command::Run(r) => *r,
-                _ => unreachable!("not a run"),
-            },
+            &args_for(u, &["--scenario", "broadcast", "--rate", "0"]),
             (20_000, 20_000),
         )
         .unwrap_err()
@@ -400,7 +374,12 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> RunArgs {
-        let mut v = vec!["ws-loadgen", "ws://127.0.0.1:9/ws"];
+        args_for("ws://127.0.0.1:9/ws", extra)
+    }
+
+    /// `ws-loadgen URL EXTRA...` parsed as a run.
+    fn args_for(url: &str, extra: &[&str]) -> RunArgs {
+        let mut v = vec!["ws-loadgen", url];
         v.extend_from_slice(extra);
         match crate::cli::parse_from(v).unwrap().command {
             crate::cli::Command::Run(r) => *r,
@@ -441,12 +420,8 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("sequence tracking"), "{e}");
         let push = |url: &str, extra: &[&str]| {
-            let mut v = vec!["ws-loadgen", url, "--scenario", "push"];
-            v.extend_from_slice(extra);
-            match crate::cli::parse_from(v).unwrap().command {
-                crate::cli::Command::Run(r) => build(&r, (20_000, 20_000)),
-                _ => unreachable!("not a run"),
-            }
+            let a = args_for(url, &[&["--scenario", "push"], extra].concat());
+            build(&a, (20_000, 20_000))
         };
         assert!(push("ws://127.0.0.1:9/ws", &[]).is_ok());
         assert!(push("ws://127.0.0.1:9/ws", &["--rate", "0"])
