@@ -39,4 +39,10 @@ step "fuzzing (short, bounded; longer runs: scripts/fuzz.sh 600)"
 bash scripts/fuzz.sh "${WS_CEILING_FUZZ_SECONDS:-15}"
 
 step "cargo test"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line for the whole run (cargo's own last line is an empty doc-test binary's).
+passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
+failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
+echo "summary: $passed passed, $failed failed"
