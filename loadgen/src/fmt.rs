@@ -33,8 +33,8 @@ pub fn opt_us(us: Option<u64>) -> String {
 }
 
 /// Counts by class, most first (ties by name), comma-separated: `EMFILE x12, ECONNRESET x3`;
-/// empty for no class. `times` goes between name and count: `" x"` in the ASCII reports
-/// (doctor, ceiling), `" ×"` in `run`'s.
+/// empty for no class. `times` goes between name and count: `" x"` in the ceiling's ASCII
+/// reports, `" ×"` in `run`'s.
 pub fn class_counts(m: &BTreeMap<String, u64>, times: &str) -> String {
     let mut v: Vec<_> = m.iter().collect();
     v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
