@@ -153,6 +153,8 @@ impl Core {
     /// Handles everything pending: completions, connections with leftover data, inbox.
     pub fn on_wake(&mut self) {
         self.resume_paused();
+        // Other cores' messages first: they have waited longest (a cross-core hop).
+        self.drain_inbox();
         // Bounded so a flood of completions cannot starve the inbox or the timer task.
         for _ in 0..64 {
             let mut batch = std::mem::take(&mut self.completions);
@@ -170,12 +172,13 @@ impl Core {
                 self.arm_recv(slot, gen);
             }
             self.ring.submit();
+            // Hand messages to the other cores now, so they fan out in parallel with us.
+            self.flush_outbox();
         }
-        while let Some(m) = self.inbox.try_recv() {
-            self.on_message(m);
-        }
-        self.flush_fanout();
+        self.drain_inbox();
+        // Other cores before our own writes: their fan-out then overlaps ours.
         self.flush_outbox();
+        self.flush_fanout();
         self.ring.submit();
         if std::mem::take(&mut self.wake_others) {
             for (i, m) in self.mailboxes.iter().enumerate() {
@@ -185,6 +188,12 @@ impl Core {
             }
         }
         self.check_drained();
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Some(m) = self.inbox.try_recv() {
+            self.on_message(m);
+        }
     }
 
     /// Publishers paused for congestion go back to being read once it has cleared.
