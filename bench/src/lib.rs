@@ -8,29 +8,12 @@ use std::time::{Duration, Instant};
 /// Descriptors kept free for stdio, epoll, the listener and whatever the runtime opens.
 pub const FD_MARGIN: u64 = 32;
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit and returns (soft, hard) afterwards.
-pub fn raise_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return (1024, 1024);
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    (lim.rlim_cur, lim.rlim_max)
-}
+// Process figures and the handshake's accept key are the project's own (`ws-common`), so
+// every program measures and answers the same way.
+pub use ws_common::handshake::accept_key;
+pub use ws_common::metrics::{
+    cpu_seconds, raise_nofile_to_hard as raise_nofile, resident_bytes as rss_bytes,
+};
 
 /// Raises the descriptor limit and refuses (exit 2, with the reason) when `n` sockets
 /// plus a small margin do not fit in it.
@@ -46,28 +29,6 @@ pub fn ensure_fds(prog: &str, n: u64) {
         );
         std::process::exit(2);
     }
-}
-
-/// User + system CPU time of this process, in seconds.
-pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// Resident set size of this process in bytes, from /proc/self/statm.
-pub fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    pages * page
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -150,16 +111,6 @@ impl PerSecond {
         self.last_at = now;
         self.next = now + Duration::from_secs(1);
     }
-}
-
-/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
-pub fn accept_key(key: &[u8]) -> String {
-    use base64::Engine;
-    use sha1::{Digest, Sha1};
-    let mut h = Sha1::new();
-    h.update(key);
-    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -449,7 +449,6 @@ impl Core {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
-        let fd = conn.fd;
         let ex = conn.extra();
         if ex.out_pos > 0 && ex.out_pos >= ex.outbuf.len() / 2 {
             // Forget what was sent, so a queue that never quite empties cannot grow forever.
@@ -457,17 +456,7 @@ impl Core {
             ex.out_pos = 0;
         }
         ex.outbuf.extend_from_slice(bytes);
-        if !conn.has(flag::POLL_OUT) {
-            conn.flags |= flag::POLL_OUT;
-            self.ring.poll_out_once(
-                fd,
-                Token {
-                    kind: Kind::PollOut,
-                    gen,
-                    slot,
-                },
-            );
-        }
+        want_pollout(&mut self.ring, conn, slot, gen);
     }
 
     /// Writes queued bytes after POLLOUT; finishes a linger once everything is out.
@@ -480,17 +469,7 @@ impl Core {
             while ex.out_pos < ex.outbuf.len() {
                 let n = match send_now(fd, &ex.outbuf[ex.out_pos..]) {
                     Ok(0) => {
-                        if !conn.has(flag::POLL_OUT) {
-                            conn.flags |= flag::POLL_OUT;
-                            self.ring.poll_out_once(
-                                fd,
-                                Token {
-                                    kind: Kind::PollOut,
-                                    gen,
-                                    slot,
-                                },
-                            );
-                        }
+                        want_pollout(&mut self.ring, conn, slot, gen);
                         return;
                     }
                     Ok(n) => n,
@@ -694,6 +673,21 @@ impl Core {
         if self.shutdown_at.is_some() && self.conns.live() == 0 {
             self.done = true;
         }
+    }
+}
+
+/// Arms the one-shot POLLOUT of a connection with queued bytes, unless it is armed.
+fn want_pollout(ring: &mut Ring, conn: &mut crate::conn::Conn, slot: u32, gen: u32) {
+    if !conn.has(flag::POLL_OUT) {
+        conn.flags |= flag::POLL_OUT;
+        ring.poll_out_once(
+            conn.fd,
+            Token {
+                kind: Kind::PollOut,
+                gen,
+                slot,
+            },
+        );
     }
 }
 

@@ -146,24 +146,6 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn errno_name(e: i32) -> String {
-    let name = match e {
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EMFILE => "EMFILE",
-        libc::ENFILE => "ENFILE",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::ENOMEM => "ENOMEM",
-        libc::EAGAIN => "EAGAIN",
-        libc::EPIPE => "EPIPE",
-        libc::ECONNABORTED => "ECONNABORTED",
-        _ => return format!("errno_{e}"),
-    };
-    name.to_string()
-}
-
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
@@ -173,42 +155,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// A `sockaddr_storage` holding `addr`.
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: as above, for sockaddr_in6.
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (ss, len as libc::socklen_t)
 }
 
 fn family(addr: SocketAddr) -> libc::c_int {
@@ -250,7 +196,7 @@ fn listen(addr: SocketAddr) -> Res<RawFd> {
             return Err(os_err("socket"));
         }
         set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-        let (ss, len) = sockaddr(addr);
+        let (ss, len) = ws_common::net::sockaddr(&addr);
         if libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) != 0 {
             return Err(os_err(&format!("bind {addr}")));
         }
@@ -350,9 +296,12 @@ fn accept(
                     if e == libc::EAGAIN || e == libc::EINTR {
                         break;
                     }
-                    *errors.entry(errno_name(e)).or_default() += 1;
+                    *errors.entry(ws_common::errno::errno_name(e)).or_default() += 1;
                     if e == libc::EMFILE || e == libc::ENFILE {
-                        eprintln!("bare-tcp accept: {} (limit {soft})", errno_name(e));
+                        eprintln!(
+                            "bare-tcp accept: {} (limit {soft})",
+                            ws_common::errno::errno_name(e)
+                        );
                         std::thread::sleep(Duration::from_millis(10));
                     }
                     break;
@@ -408,7 +357,7 @@ fn connect(
     in_flight_max: u64,
 ) -> Res<String> {
     ensure_fds("bare-tcp connect", if hold { n } else { in_flight_max });
-    let (ss, len) = sockaddr(addr);
+    let (ss, len) = ws_common::net::sockaddr(&addr);
     let mut ep = Epoll::new(1024)?;
     let mut held: Vec<RawFd> = Vec::with_capacity(if hold { n as usize } else { 0 });
     let (mut started, mut established, mut failed, mut in_flight) = (0u64, 0u64, 0u64, 0u64);
@@ -450,7 +399,9 @@ fn connect(
                 ep.ctl(libc::EPOLL_CTL_ADD, fd, flags, fd as u64);
                 in_flight += 1;
             } else {
-                *errors.entry(errno_name(errno())).or_default() += 1;
+                *errors
+                    .entry(ws_common::errno::errno_name(errno()))
+                    .or_default() += 1;
                 failed += 1;
                 close(fd);
             }
@@ -477,7 +428,7 @@ fn connect(
                 (last, last_unix) = (Instant::now(), unix_now());
                 done(fd, &mut held);
             } else {
-                *errors.entry(errno_name(err)).or_default() += 1;
+                *errors.entry(ws_common::errno::errno_name(err)).or_default() += 1;
                 failed += 1;
                 close(fd);
             }
@@ -741,7 +692,10 @@ fn echo_server(addr: SocketAddr, ws: bool, duration: Option<Duration>) -> Res<St
                     if fd < 0 {
                         let e = errno();
                         if e == libc::EMFILE || e == libc::ENFILE {
-                            eprintln!("bare-tcp echo-server: {} (limit {soft})", errno_name(e));
+                            eprintln!(
+                                "bare-tcp echo-server: {} (limit {soft})",
+                                ws_common::errno::errno_name(e)
+                            );
                             std::thread::sleep(Duration::from_millis(10));
                         }
                         break;
