@@ -10,16 +10,6 @@ mod common;
 
 use common::{run_loadgen, Run, WsServer};
 
-/// The server with `extra` arguments, on two cores where there are two.
-fn start_server(extra: &[&str]) -> WsServer {
-    let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-        "0,1"
-    } else {
-        "0"
-    };
-    WsServer::start(&[], &[&["--cores", cores], extra].concat(), None)
-}
-
 /// The checks every clean broadcast run must pass.
 fn assert_clean_broadcast(r: &Run, srv: &WsServer, subscribers: u64) {
     assert_eq!(r.code, 0, "{}", r.explain());
@@ -73,7 +63,7 @@ fn assert_clean_broadcast(r: &Run, srv: &WsServer, subscribers: u64) {
 #[test]
 fn broadcast_every_subscriber_gets_every_message() {
     let _g = common::serial();
-    let srv = start_server(&[]);
+    let srv = WsServer::start_on_two_cores(&[]);
     let r = run_loadgen(
         &srv.url("/broadcast?room=t1"),
         &[
@@ -106,7 +96,7 @@ fn broadcast_every_subscriber_gets_every_message() {
 #[test]
 fn broadcast_without_echo_expects_one_delivery_less_per_message() {
     let _g = common::serial();
-    let srv = start_server(&[]);
+    let srv = WsServer::start_on_two_cores(&[]);
     let r = run_loadgen(
         &srv.url("/broadcast?room=t2&echo=false"),
         &[
@@ -135,7 +125,7 @@ fn broadcast_without_echo_expects_one_delivery_less_per_message() {
 #[test]
 fn broadcast_closed_loop_publishers_wait_for_their_own_messages() {
     let _g = common::serial();
-    let srv = start_server(&[]);
+    let srv = WsServer::start_on_two_cores(&[]);
     let r = run_loadgen(
         &srv.url("/broadcast?room=t3"),
         &[
@@ -158,7 +148,7 @@ fn broadcast_closed_loop_publishers_wait_for_their_own_messages() {
 #[test]
 fn push_delivers_every_push_to_its_user() {
     let _g = common::serial();
-    let srv = start_server(&[]);
+    let srv = WsServer::start_on_two_cores(&[]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[
@@ -192,7 +182,7 @@ fn push_delivers_every_push_to_its_user() {
 #[test]
 fn push_over_the_server_message_limit_is_counted_as_413() {
     let _g = common::serial();
-    let srv = start_server(&["--max-message-size", "100"]);
+    let srv = WsServer::start_on_two_cores(&["--max-message-size", "100"]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[

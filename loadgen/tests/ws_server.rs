@@ -7,19 +7,10 @@ mod common;
 
 use common::{run_loadgen, WsServer};
 
-fn start_server(extra: &[&str]) -> WsServer {
-    let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-        "0,1"
-    } else {
-        "0"
-    };
-    WsServer::start(&[], &[&["--cores", cores], extra].concat(), None)
-}
-
 #[test]
 fn echo_counts_match_the_servers_own() {
     let _g = common::serial();
-    let srv = start_server(&["--ping-interval", "0"]);
+    let srv = WsServer::start_on_two_cores(&["--ping-interval", "0"]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[
@@ -64,7 +55,7 @@ fn echo_counts_match_the_servers_own() {
 #[test]
 fn heartbeat_pings_are_the_servers_pongs() {
     let _g = common::serial();
-    let srv = start_server(&["--ping-interval", "0"]);
+    let srv = WsServer::start_on_two_cores(&["--ping-interval", "0"]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[
@@ -89,7 +80,7 @@ fn drops_by_the_server_are_reconnected() {
     let _g = common::serial();
     // Idle timeout 1 s with no server pings and no client heartbeat: the server drops every
     // connection with 1001, and the load generator must reconnect them.
-    let srv = start_server(&["--ping-interval", "0", "--idle-timeout", "1"]);
+    let srv = WsServer::start_on_two_cores(&["--ping-interval", "0", "--idle-timeout", "1"]);
     let r = run_loadgen(
         &srv.url("/ws"),
         &[

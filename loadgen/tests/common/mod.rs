@@ -412,6 +412,17 @@ impl WsServer {
         Self { child, addr }
     }
 
+    /// The server on two executors where the machine has two cores (so cross-core paths
+    /// are exercised), with `extra` arguments.
+    pub fn start_on_two_cores(extra: &[&str]) -> Self {
+        let cores = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            "0,1"
+        } else {
+            "0"
+        };
+        Self::start(&[], &[&["--cores", cores], extra].concat(), None)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
