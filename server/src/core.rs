@@ -287,7 +287,6 @@ impl Core {
             unsafe { libc::close(fd) };
             return;
         }
-        set_nodelay(fd);
         let slot = self.conns.insert(fd, self.tick);
         let gen = self.conns.by_slot(slot).map_or(0, |c| c.gen);
         self.arm_recv(slot, gen);
@@ -710,18 +709,4 @@ pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> Result<usize, i32> {
         libc::EAGAIN | libc::EINTR => Ok(0),
         errno => Err(errno),
     }
-}
-
-fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: valid option pointer and length.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
 }

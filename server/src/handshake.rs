@@ -23,10 +23,32 @@ impl Core {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
-        let ex = conn.extra();
-        ex.inbuf.extend_from_slice(data);
-        let req = match parse_request(&ex.inbuf) {
-            Ok(None) => return, // wait for more; the sweep enforces the deadline
+        // The common case, a whole request in one read, is parsed where the kernel put it:
+        // no per-connection buffer. Only a request split over reads is gathered in `inbuf`.
+        let mut gathered = match conn.extra.as_mut() {
+            Some(ex) if !ex.inbuf.is_empty() => {
+                let mut b = std::mem::take(&mut ex.inbuf);
+                b.extend_from_slice(data);
+                Some(b)
+            }
+            _ => None,
+        };
+        let buf: &mut [u8] = match gathered.as_mut() {
+            Some(b) => b,
+            None => data,
+        };
+        let req = match parse_request(buf) {
+            Ok(None) => {
+                // Wait for more; the sweep enforces the deadline.
+                let keep = match gathered {
+                    Some(b) => b,
+                    None => data.to_vec(),
+                };
+                if let Some(conn) = self.conns.get(slot, gen) {
+                    conn.extra().inbuf = keep;
+                }
+                return;
+            }
             Ok(Some(r)) => r,
             Err(rej) => return self.reject(slot, gen, rej),
         };
@@ -46,10 +68,10 @@ impl Core {
             return;
         } else if let Some(user) = path.strip_prefix("/push/") {
             let target = Target::User(Arc::from(handshake::percent_decode(user)));
-            return self.on_post(slot, gen, &req, Ask::Push, target);
+            return self.on_post(slot, gen, &req, Ask::Push, target, buf);
         } else if let Some(room) = path.strip_prefix("/broadcast/") {
             let target = Target::Room(Arc::from(handshake::percent_decode(room)));
-            return self.on_post(slot, gen, &req, Ask::Broadcast, target);
+            return self.on_post(slot, gen, &req, Ask::Broadcast, target, buf);
         } else if path != "/ws" && !broadcast_route {
             return self.reject(slot, gen, Reject::NotFound);
         }
@@ -81,11 +103,6 @@ impl Core {
         }
         conn.last_rx = tick;
         conn.last_ping = tick;
-        let mut rest = conn
-            .extra
-            .as_mut()
-            .map(|e| std::mem::take(&mut e.inbuf))
-            .unwrap_or_default();
         conn.shed();
         let s = self.stats();
         s.upgraded.inc();
@@ -100,15 +117,23 @@ impl Core {
         }
         let resp = handshake::switching_protocols(&accept);
         self.send_bytes(slot, gen, &resp);
-        if rest.len() > req.head_len {
-            let first = &mut rest[req.head_len..];
+        if buf.len() > req.head_len {
+            let first = &mut buf[req.head_len..];
             self.stats().bytes_in.add(first.len() as u64);
             self.on_frame_bytes(slot, gen, first);
         }
     }
 
     /// `POST /push/ID` and `POST /broadcast/NAME`: wait for the whole body, then deliver.
-    fn on_post(&mut self, slot: u32, gen: u32, req: &Request, ask: Ask, target: Target) {
+    fn on_post(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        req: &Request,
+        ask: Ask,
+        target: Target,
+        buf: &[u8],
+    ) {
         if req.method != Method::Post {
             return self.reject(slot, gen, Reject::MethodNotAllowed);
         }
@@ -124,18 +149,20 @@ impl Core {
         if len > self.settings.max_message_size {
             return self.reject(slot, gen, Reject::PayloadTooLarge);
         }
-        let Some(conn) = self.conns.get(slot, gen) else {
+        if buf.len() < req.head_len + len {
+            // The rest of the body is still on its way: keep what came.
+            if let Some(conn) = self.conns.get(slot, gen) {
+                conn.extra().inbuf = buf.to_vec();
+            }
             return;
-        };
-        let Some(ex) = conn.extra.as_mut() else {
-            return;
-        };
-        if ex.inbuf.len() < req.head_len + len {
-            return; // the rest of the body is still on its way
         }
-        let body = ex.inbuf[req.head_len..req.head_len + len].to_vec();
-        ex.inbuf = Vec::new();
-        self.start_ask(slot, gen, ask, target, &body);
+        self.start_ask(
+            slot,
+            gen,
+            ask,
+            target,
+            &buf[req.head_len..req.head_len + len],
+        );
     }
 
     fn reject(&mut self, slot: u32, gen: u32, rej: Reject) {

@@ -44,6 +44,10 @@ pub fn bind_all(
             .map_err(|e| format!("cannot listen on {bound}: {e}"))?;
         s.set_nonblocking(true)
             .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt here
+        // instead of one per connection.
+        s.set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
         if bound.port() == 0 {
             bound = s
                 .local_addr()
