@@ -1,11 +1,11 @@
 //! One connection's state, and the per-core slab that holds them.
 //!
-//! Memory layout (the point of the design): a slot is 24 bytes inline in the core's slab,
+//! Memory layout (the point of the design): a slot is 32 bytes inline in the core's slab:
 //! `fd`, `gen`, two coarse timestamps, the phase and a few flags, and one pointer to
 //! [`Extra`], which exists only while the connection is mid-something: a handshake being
 //! received, a frame split across reads, a fragmented message, or bytes the socket would not
 //! take yet. An idle open connection has no `Extra`, no buffer and no task: its only other
-//! cost is the kernel's (socket buffers and the io_uring multishot poll).
+//! cost is the kernel's (socket buffers and the io_uring multishot receive).
 
 use std::os::fd::RawFd;
 
