@@ -702,6 +702,23 @@ pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> Result<usize, i32> {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
+    taken_or_errno(n)
+}
+
+/// sendmsg(2) of several buffers at once, with the same contract as [`send_now`].
+pub(crate) fn sendmsg_now(fd: RawFd, iov: &[libc::iovec]) -> Result<usize, i32> {
+    // SAFETY: msghdr points at iovecs whose buffers the caller keeps alive for the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    taken_or_errno(n)
+}
+
+/// A send's return value: bytes taken (0 for EAGAIN/EINTR), or the errno of a broken socket.
+fn taken_or_errno(n: isize) -> Result<usize, i32> {
     if n >= 0 {
         return Ok(n as usize);
     }

@@ -249,35 +249,31 @@ impl Core {
         let mut partial = 0; // bytes of frames[sent_frames] already sent
         while sent_frames < frames.len() {
             let batch = &frames[sent_frames..(sent_frames + 64).min(frames.len())];
-            let iov: Vec<libc::iovec> = batch
-                .iter()
-                .enumerate()
-                .map(|(k, (_, _, f))| {
-                    let skip = if k == 0 { partial } else { 0 };
-                    libc::iovec {
-                        iov_base: f[skip..].as_ptr() as *mut libc::c_void,
-                        iov_len: f.len() - skip,
-                    }
-                })
-                .collect();
-            let requested: usize = iov.iter().map(|v| v.iov_len).sum();
-            // SAFETY: msghdr points at iovecs over frames alive for the whole call.
-            let n = unsafe {
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = iov.len();
-                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            };
-            if n < 0 {
-                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if errno == libc::EAGAIN || errno == libc::EINTR {
-                    break;
-                }
-                self.stats().resets.inc();
-                self.close_now(slot, gen);
-                return;
+            // One iovec per frame, on the stack: this runs once per recipient per wake.
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; 64];
+            for (k, (v, (_, _, f))) in iov.iter_mut().zip(batch).enumerate() {
+                let skip = if k == 0 { partial } else { 0 };
+                *v = libc::iovec {
+                    iov_base: f[skip..].as_ptr() as *mut libc::c_void,
+                    iov_len: f.len() - skip,
+                };
             }
-            let took = n as usize;
+            let iov = &iov[..batch.len()];
+            let requested: usize = iov.iter().map(|v| v.iov_len).sum();
+            let took = match crate::core::sendmsg_now(fd, iov) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.stats().resets.inc();
+                    self.close_now(slot, gen);
+                    return;
+                }
+            };
+            if took == 0 {
+                break; // the socket is full
+            }
             let mut n = took;
             while n > 0 && sent_frames < frames.len() {
                 let left = frames[sent_frames].2.len() - partial;
