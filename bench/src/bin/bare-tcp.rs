@@ -146,6 +146,29 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// One non-blocking accept4; `Err(errno)` when nothing was accepted. On a full descriptor
+/// table it says so and backs off 10 ms, so an accept loop cannot spin on EMFILE.
+fn accept_one(lfd: i32, who: &str, soft: u64) -> Result<i32, i32> {
+    // SAFETY: accept4 with null address pointers.
+    let fd = unsafe {
+        libc::accept4(
+            lfd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    let e = errno();
+    if e == libc::EMFILE || e == libc::ENFILE {
+        eprintln!("{who}: {} (limit {soft})", ws_common::errno::errno_name(e));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(e)
+}
+
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
@@ -282,30 +305,15 @@ fn accept(
         let n = ep.wait(100);
         for _ in 0..n {
             loop {
-                // SAFETY: accept4 with null address pointers.
-                let fd = unsafe {
-                    libc::accept4(
-                        lfd,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    )
-                };
-                if fd < 0 {
-                    let e = errno();
-                    if e == libc::EAGAIN || e == libc::EINTR {
+                let fd = match accept_one(lfd, "bare-tcp accept", soft) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        if e != libc::EAGAIN && e != libc::EINTR {
+                            *errors.entry(ws_common::errno::errno_name(e)).or_default() += 1;
+                        }
                         break;
                     }
-                    *errors.entry(ws_common::errno::errno_name(e)).or_default() += 1;
-                    if e == libc::EMFILE || e == libc::ENFILE {
-                        eprintln!(
-                            "bare-tcp accept: {} (limit {soft})",
-                            ws_common::errno::errno_name(e)
-                        );
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    break;
-                }
+                };
                 accepted += 1;
                 let now = (Instant::now(), unix_now());
                 first.get_or_insert(now);
@@ -679,27 +687,7 @@ fn echo_server(addr: SocketAddr, ws: bool, duration: Option<Duration>) -> Res<St
         for i in 0..n {
             let (flags, data) = ev(&ep.events[i]);
             if data == LISTENER {
-                loop {
-                    // SAFETY: accept4 with null address pointers.
-                    let fd = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if fd < 0 {
-                        let e = errno();
-                        if e == libc::EMFILE || e == libc::ENFILE {
-                            eprintln!(
-                                "bare-tcp echo-server: {} (limit {soft})",
-                                ws_common::errno::errno_name(e)
-                            );
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        break;
-                    }
+                while let Ok(fd) = accept_one(lfd, "bare-tcp echo-server", soft) {
                     accepted += 1;
                     set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
                     if conns.len() <= fd as usize {
