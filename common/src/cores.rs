@@ -50,9 +50,12 @@ pub fn allowed_cores() -> Vec<usize> {
 }
 
 /// Resolves an optional `--cores` argument against the affinity mask: every listed core must
-/// be one this process may run on.
+/// be one this process may run on, and there is at least one.
 pub fn resolve_cores(arg: Option<&str>) -> Result<Vec<usize>, String> {
     let allowed = allowed_cores();
+    if allowed.is_empty() {
+        return Err("no core to run on (empty affinity mask)".into());
+    }
     match arg {
         None => Ok(allowed),
         Some(s) => {

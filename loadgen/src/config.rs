@@ -256,9 +256,6 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         return Err("--connect-timeout and --handshake-timeout must be more than 0".into());
     }
     let cores = ws_common::cores::resolve_cores(a.cores.as_deref())?;
-    if cores.is_empty() {
-        return Err("no core to run on".into());
-    }
     if a.scenario == ScenarioKind::Push {
         // Each worker keeps up to --push-concurrency POST sockets open.
         extra_fds = a.push_concurrency as u64 * cores.len() as u64;

@@ -52,11 +52,7 @@ pub fn run(cfg: Config) -> i32 {
         return 2;
     }
     let cores = match ws_common::cores::resolve_cores(cfg.cores.as_deref()) {
-        Ok(c) if !c.is_empty() => c,
-        Ok(_) => {
-            eprintln!("ws-server: no cores to run on");
-            return 2;
-        }
+        Ok(c) => c,
         Err(e) => {
             eprintln!("ws-server: --cores: {e}");
             return 2;

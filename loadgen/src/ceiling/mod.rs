@@ -463,8 +463,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         );
     }
     let cores = match ws_common::cores::resolve_cores(a.cores.as_deref()) {
-        Ok(c) if !c.is_empty() => c,
-        Ok(_) => return fail("no core to run on".into()),
+        Ok(c) => c,
         Err(e) => return fail(e),
     };
     let metrics = match a.metrics_url.as_deref() {

@@ -129,11 +129,7 @@ fn run() -> i32 {
         return 2;
     }
     let cores = match ws_common::cores::resolve_cores(cfg.cores.as_deref()) {
-        Ok(c) if !c.is_empty() => c,
-        Ok(_) => {
-            eprintln!("{NAME}: no cores to run on");
-            return 2;
-        }
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{NAME}: --cores: {e}");
             return 2;
