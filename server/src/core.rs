@@ -1,10 +1,11 @@
 //! Per-core state and its event loop: the heart of ws-server.
 //!
 //! A [`Core`] is owned by one executor thread and is the only thing that touches its
-//! connections. One glommio task sleeps on the core's eventfd; whenever the core's io_uring
-//! posts completions (accepts, readable sockets, writable sockets) or another core drops a
-//! message into its inbox, the task wakes and [`Core::on_wake`] handles everything pending.
-//! A second task ticks once a second for the heartbeat sweep ([`Core::sweep`]).
+//! connections. Its thread sleeps in the core's io_uring (`executor::drive`); whenever the
+//! ring posts completions (accepts, readable sockets, writable sockets, or the poll on the
+//! eventfd another core writes after dropping a message into the inbox), it wakes and
+//! [`Core::on_wake`] handles everything pending. Once a second the same loop runs the
+//! heartbeat sweep ([`Core::sweep`]).
 //!
 //! What happens to bytes once read lives elsewhere: `handshake.rs` (HTTP upgrade and the
 //! plain HTTP routes) and `frames.rs` (the frame loop of open connections).
@@ -150,6 +151,14 @@ impl Core {
         }
     }
 
+    /// Arms the multishot poll that turns another core's eventfd write into a completion
+    /// (at start, and again if the kernel ever ends it).
+    pub fn arm_wake(&mut self) {
+        let fd = self.waker.fd();
+        self.ring.poll_wake(fd);
+        self.ring.submit();
+    }
+
     /// Handles everything pending: completions, connections with leftover data, inbox.
     pub fn on_wake(&mut self) {
         self.resume_paused();
@@ -254,6 +263,12 @@ impl Core {
                 }
             }
             Kind::Ignore => {}
+            // The inbox itself is drained at the end of every wake-up.
+            Kind::Wake => {
+                if !c.more {
+                    self.arm_wake();
+                }
+            }
         }
     }
 

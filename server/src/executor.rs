@@ -3,19 +3,16 @@
 //! The main thread binds every listener (so a port conflict is reported before anything
 //! starts), creates each core's eventfd, inbox and counters, then starts one thread per
 //! listed core. Each thread pins itself with core_affinity, builds a glommio
-//! `LocalExecutor`, its own io_uring [`Ring`] and [`Core`], and runs two tasks: the driver
-//! (sleeps on the eventfd, then `Core::on_wake`) and the once-a-second sweep. The main
-//! thread then only waits for signals.
+//! `LocalExecutor`, its own io_uring [`Ring`] and [`Core`], and runs one task, [`drive`]:
+//! handle what is pending, sweep once a second, sleep in the core's ring. The main thread
+//! then only waits for signals.
 
-use std::cell::RefCell;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use glommio::io::BufferedFile;
-use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::cli::Config;
@@ -27,6 +24,8 @@ use crate::stats::{AllStats, CoreStats};
 
 /// Back-off after an accept error (EMFILE...), so a full descriptor table cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// Heartbeats, timeouts and drain deadlines are checked this often ([`Core::sweep`]).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// glommio's own io memory per executor: we do no file I/O, and its 10 MiB default is
 /// above common RLIMIT_MEMLOCK values (8 MiB here), where it would warn and degrade.
 const GLOMMIO_IO_MEMORY: usize = 512 * 1024;
@@ -232,7 +231,7 @@ fn run_core(
             return CoreSummary::default();
         }
     };
-    let ring = match Ring::new(RING_ENTRIES, waker.fd()) {
+    let ring = match Ring::new(RING_ENTRIES) {
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -252,8 +251,7 @@ fn run_core(
             return CoreSummary::default();
         }
     };
-    let efd = waker.fd();
-    let core = Rc::new(RefCell::new(Core::new(
+    let mut core = Core::new(
         idx,
         Rc::new(settings),
         ring,
@@ -264,49 +262,51 @@ fn run_core(
         waker,
         mailboxes,
         bufs,
-    )));
+    );
     ex.run(async move {
-        core.borrow_mut().arm_accept();
+        core.arm_accept();
+        core.arm_wake();
         let _ = ready.send(Ok(()));
-        let sweeper = core.clone();
-        glommio::spawn_local(async move {
-            loop {
-                Timer::new(Duration::from_secs(1)).await;
-                sweeper.borrow_mut().sweep();
-                if sweeper.borrow().done {
-                    break;
-                }
-            }
-        })
-        .detach();
-        // The eventfd is owned by the Waker; ManuallyDrop keeps glommio from closing it.
-        // SAFETY: efd is a valid eventfd for the life of this executor.
-        let wake = std::mem::ManuallyDrop::new(unsafe { BufferedFile::from_raw_fd(efd) });
-        loop {
-            core.borrow_mut().on_wake();
-            let (backoff, done) = {
-                let mut c = core.borrow_mut();
-                (std::mem::take(&mut c.accept_backoff), c.done)
-            };
-            if done {
-                break;
-            }
-            if backoff {
-                let c = core.clone();
-                glommio::spawn_local(async move {
-                    Timer::new(ACCEPT_BACKOFF).await;
-                    c.borrow_mut().arm_accept();
-                })
-                .detach();
-            }
-            // Sleeps until the ring posts a completion or another core sends a message.
-            let _ = wake.read_at(0, 8).await;
-        }
-        let c = core.borrow();
+        drive(&mut core);
         CoreSummary {
-            drained_from: c.drained_from,
-            forced: c.forced,
-            accepted: c.stats().accepted.get(),
+            drained_from: core.drained_from,
+            forced: core.forced,
+            accepted: core.stats().accepted.get(),
         }
     })
+}
+
+/// The core's loop: handle what is pending, run the once-a-second sweep and the accept
+/// back-off when due, then sleep in the core's own ring until a completion (a socket, or
+/// another core's eventfd write) or the next deadline.
+///
+/// The core sleeps in its ring rather than parking through glommio: waking glommio for
+/// every message (its eventfd read, ring linking and timer) cost more CPU than the message
+/// itself at low rates (profile in docs/BENCHMARKS.md). So this is the executor's only
+/// task, and it owns the timers a glommio `Timer` would otherwise provide.
+fn drive(core: &mut Core) {
+    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+    let mut accept_at: Option<Instant> = None;
+    loop {
+        core.on_wake();
+        if core.done {
+            return;
+        }
+        if std::mem::take(&mut core.accept_backoff) {
+            accept_at = Some(Instant::now() + ACCEPT_BACKOFF);
+        }
+        let now = Instant::now();
+        if now >= next_sweep {
+            core.sweep();
+            next_sweep = (next_sweep + SWEEP_INTERVAL).max(now);
+            continue;
+        }
+        if accept_at.is_some_and(|t| now >= t) {
+            accept_at = None;
+            core.arm_accept();
+            continue;
+        }
+        let deadline = accept_at.map_or(next_sweep, |t| t.min(next_sweep));
+        core.ring.wait(deadline - now);
+    }
 }

@@ -1,8 +1,8 @@
 //! The cross-core path: one inbox per core.
 //!
-//! An inbox is a crossbeam channel plus the core's eventfd, the same eventfd its io_uring
-//! signals. A sender pushes a message and bumps the eventfd; the receiving executor, asleep
-//! in glommio waiting for that eventfd, wakes and drains the channel along with its
+//! An inbox is a crossbeam channel plus the core's eventfd, on which the core's io_uring keeps
+//! a multishot poll. A sender pushes a message and bumps the eventfd; the receiving core,
+//! asleep in its ring, gets a completion, wakes and drains the channel along with its other
 //! completions. No core ever polls another in a loop, so an idle server uses no CPU.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -53,7 +53,7 @@ pub enum CoreMsg {
     Delivered { request: u64, count: u64 },
 }
 
-/// A core's eventfd: written to wake it, read by it to go back to sleep.
+/// A core's eventfd: written to wake it (its ring polls it; the count is never read).
 #[derive(Debug, Clone)]
 pub struct Waker(Arc<OwnedFd>);
 

@@ -6,7 +6,7 @@
 //! - [`executor`]: start-up, one pinned glommio executor per core, signals, shutdown summary.
 //! - [`listener`]: the per-core SO_REUSEPORT listeners, and the stale-server check.
 //! - [`core`]: **per-core state** and its event loop (completions, reads, writes, sweep).
-//! - [`ring`]: the per-core io_uring (multishot accept and poll) whose eventfd glommio awaits.
+//! - [`ring`]: the per-core io_uring (multishot accept and receive) the core sleeps in.
 //! - [`conn`]: one connection's state and the slab that holds a core's connections.
 //! - [`handshake`]: **the handshake** phase: routing, upgrade, plain HTTP answers.
 //! - [`frames`]: **the frame loop** of open connections (echo, ping, close).

@@ -6,9 +6,9 @@
 //! connection (kernel memory only, re-armed by the kernel, no per-read SQE and no recv
 //! syscall: the kernel copies arriving bytes into a buffer it picks from the core's
 //! provided-buffer ring, [`BufRing`], and posts a completion naming it), and one multishot
-//! accept per listener. No buffer belongs to a connection: an idle one pins nothing. The ring signals an eventfd on every completion; the core's glommio task
-//! awaits that eventfd through glommio's own ring, so the executor sleeps (0 % CPU) until
-//! a socket or another core needs it.
+//! accept per listener. No buffer belongs to a connection: an idle one pins nothing. The
+//! core's thread sleeps in this ring ([`Ring::wait`]; 0 % CPU) until a socket, a deadline,
+//! or another core (through a multishot poll on the core's eventfd) needs it.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -26,6 +26,8 @@ pub enum Kind {
     PollOut = 3,
     /// Completions of cancellations: nothing to do.
     Ignore = 4,
+    /// The multishot poll on the core's eventfd: another core posted to its inbox.
+    Wake = 5,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,7 @@ impl Token {
             2 => Kind::Recv,
             3 => Kind::PollOut,
             4 => Kind::Ignore,
+            5 => Kind::Wake,
             _ => return None,
         };
         Some(Token {
@@ -71,14 +74,13 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// A ring with `entries` SQ slots that signals `eventfd` on completions.
-    pub fn new(entries: u32, eventfd: RawFd) -> io::Result<Ring> {
+    /// A ring with `entries` SQ slots (the CQ is 8x).
+    pub fn new(entries: u32) -> io::Result<Ring> {
         let ring = IoUring::builder()
             .setup_cqsize(entries * 8)
             .setup_single_issuer()
             .setup_coop_taskrun()
             .build(entries)?;
-        ring.submitter().register_eventfd(eventfd)?;
         Ok(Ring { ring })
     }
 
@@ -132,6 +134,25 @@ impl Ring {
         self.push(e);
     }
 
+    /// Multishot poll for input on the core's eventfd: one completion each time another
+    /// core writes it. The counter is never read: eventfd wakes its pollers on every write,
+    /// whatever the count, so reading it back would only cost a syscall per wake-up (and at
+    /// one write per wake-up it cannot reach 2^64).
+    pub fn poll_wake(&mut self, eventfd: RawFd) {
+        let e = opcode::PollAdd::new(types::Fd(eventfd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(
+                Token {
+                    kind: Kind::Wake,
+                    gen: 0,
+                    slot: 0,
+                }
+                .encode(),
+            );
+        self.push(e);
+    }
+
     /// Cancels any operation armed with `token` (accept, receive, poll), releasing the
     /// file reference it holds.
     pub fn cancel(&mut self, token: Token) {
@@ -156,6 +177,16 @@ impl Ring {
         if needed {
             let _ = self.ring.submit();
         }
+    }
+
+    /// Submits queued entries and sleeps until at least one completion is ready or
+    /// `timeout` has passed: the only place the core's thread blocks. Receive completions
+    /// that the kernel deferred (COOP_TASKRUN) are posted on the way in.
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // ETIME (timeout) and EINTR (a signal) both just mean: look again.
+        let _ = self.ring.submitter().submit_with_args(1, &args);
     }
 
     /// Moves every available completion into `out`.
@@ -277,7 +308,13 @@ mod tests {
 
     #[test]
     fn token_roundtrip() {
-        for kind in [Kind::Accept, Kind::Recv, Kind::PollOut, Kind::Ignore] {
+        for kind in [
+            Kind::Accept,
+            Kind::Recv,
+            Kind::PollOut,
+            Kind::Ignore,
+            Kind::Wake,
+        ] {
             let t = Token {
                 kind,
                 gen: 0xAB_CDEF,
