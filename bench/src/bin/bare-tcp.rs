@@ -8,7 +8,12 @@
 //!   flight per connection). With `--ws` both speak minimal WebSocket (a fixed 101 computed
 //!   from the key, then frames: client frames masked, server frames not), so `ws-loadgen`
 //!   can drive the bare server and be compared with the bare client (load generator
-//!   headroom).
+//!   headroom). With `--ws --broadcast` the server is the bare broadcast floor: every data
+//!   frame received goes to every open WebSocket connection, the sender included (one room,
+//!   any request path), so `ws-loadgen --scenario broadcast` can drive it. The frames read
+//!   in one epoll_wait round go out together, one write per connection: what a server does
+//!   with messages that queue up for a connection, without which the closed-loop floor
+//!   would sit far below the servers (one syscall per delivery).
 //!
 //! Progress goes to stderr once a second; the last line on stdout is one JSON object
 //! (`{"kind":...}`) for scripts.
@@ -77,6 +82,11 @@ enum Cmd {
         /// Speak minimal WebSocket: answer the upgrade, echo frames, answer ping and close.
         #[arg(long)]
         ws: bool,
+        /// With --ws: write every data frame received to every open WebSocket connection
+        /// (the sender included) instead of echoing it to its sender alone; the frames of
+        /// one epoll_wait round in one write per connection.
+        #[arg(long, requires = "ws")]
+        broadcast: bool,
         /// Stop after this long (default: until SIGINT/SIGTERM).
         #[arg(short = 'd', long, value_parser = parse_duration)]
         duration: Option<Duration>,
@@ -120,8 +130,9 @@ fn main() {
         Cmd::EchoServer {
             listen,
             ws,
+            broadcast,
             duration,
-        } => echo_server(listen, ws, duration),
+        } => echo_server(listen, ws, broadcast, duration),
         Cmd::EchoClient {
             addr,
             connections,
@@ -543,8 +554,15 @@ fn ws_upgrade(buf: &[u8], tx: &mut Vec<u8>) -> Parsed {
     Parsed::Used(end + 4)
 }
 
-/// Echoes one client frame at the start of `buf` into `tx`.
-fn ws_frame(buf: &[u8], tx: &mut Vec<u8>, frames: &mut u64, closing: &mut bool) -> Parsed {
+/// Echoes one client frame at the start of `buf` into `tx`, or, a data frame, into `bc`
+/// (broadcast) when given.
+fn ws_frame(
+    buf: &[u8],
+    tx: &mut Vec<u8>,
+    bc: Option<&mut Vec<u8>>,
+    frames: &mut u64,
+    closing: &mut bool,
+) -> Parsed {
     if buf.len() < 2 {
         return Parsed::More;
     }
@@ -584,14 +602,25 @@ fn ws_frame(buf: &[u8], tx: &mut Vec<u8>, frames: &mut u64, closing: &mut bool) 
             b0
         }
     };
-    frame_header(tx, reply_b0, len);
-    tx.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    let out = match bc {
+        Some(bc) if opcode != OP_PING && opcode != OP_CLOSE => bc,
+        _ => tx,
+    };
+    frame_header(out, reply_b0, len);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
     Parsed::Used(at + len)
 }
 
-/// Processes received bytes for a WebSocket connection; replies go to `tx`.
-/// Returns false on a protocol error.
-fn ws_input(c: &mut ServerConn, data: &[u8], tx: &mut Vec<u8>, frames: &mut u64) -> bool {
+/// Processes received bytes for a WebSocket connection; replies go to `tx` (the 101, echoed
+/// frames, pong, close), except that with `bc` the data frames go to `bc` (for every
+/// connection) instead. Returns false on a protocol error.
+fn ws_input(
+    c: &mut ServerConn,
+    data: &[u8],
+    tx: &mut Vec<u8>,
+    mut bc: Option<&mut Vec<u8>>,
+    frames: &mut u64,
+) -> bool {
     let buffered = !c.inbuf.is_empty();
     if buffered {
         c.inbuf.extend_from_slice(data);
@@ -600,7 +629,7 @@ fn ws_input(c: &mut ServerConn, data: &[u8], tx: &mut Vec<u8>, frames: &mut u64)
     let mut at = 0;
     while at < buf.len() && !c.closing {
         let r = if c.upgraded {
-            ws_frame(&buf[at..], tx, frames, &mut c.closing)
+            ws_frame(&buf[at..], tx, bc.as_deref_mut(), frames, &mut c.closing)
         } else {
             let r = ws_upgrade(&buf[at..], tx);
             if let Parsed::Used(_) = r {
@@ -663,7 +692,12 @@ fn send_or_queue(ep: &Epoll, fd: RawFd, c: &mut ServerConn, data: &[u8]) -> bool
     true
 }
 
-fn echo_server(addr: SocketAddr, ws: bool, duration: Option<Duration>) -> Res<String> {
+fn echo_server(
+    addr: SocketAddr,
+    ws: bool,
+    broadcast: bool,
+    duration: Option<Duration>,
+) -> Res<String> {
     let (soft, _) = raise_nofile();
     let lfd = listen(addr)?;
     let mut ep = Epoll::new(1024)?;
@@ -676,14 +710,24 @@ fn echo_server(addr: SocketAddr, ws: bool, duration: Option<Duration>) -> Res<St
     let mut conns: Vec<Option<Box<ServerConn>>> = Vec::new();
     let mut scratch = vec![0u8; 64 * 1024];
     let mut tx: Vec<u8> = Vec::with_capacity(128 * 1024);
+    // --broadcast: the data frames of one epoll_wait round, then written to every connection.
+    let mut bc: Vec<u8> = Vec::with_capacity(if broadcast { 128 * 1024 } else { 0 });
     let (mut accepted, mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let mut tick = PerSecond::new(if ws { "frames" } else { "bytes" });
+    // --broadcast: frames written (or queued) to connections, the sender's own included;
+    // how many of them found that connection's kernel buffer full and were queued.
+    let (mut deliveries, mut queued) = (0u64, 0u64);
+    let mut tick = PerSecond::new(match (ws, broadcast) {
+        (_, true) => "deliveries",
+        (true, false) => "frames",
+        (false, false) => "bytes",
+    });
     let drop_conn = |conns: &mut Vec<Option<Box<ServerConn>>>, fd: RawFd| {
         conns[fd as usize] = None;
         close(fd);
     };
     while !stopped() && deadline.is_none_or(|d| Instant::now() < d) {
         let n = ep.wait(100);
+        let bc_frames0 = frames;
         for i in 0..n {
             let (flags, data) = ev(&ep.events[i]);
             if data == LISTENER {
@@ -733,7 +777,7 @@ fn echo_server(addr: SocketAddr, ws: bool, duration: Option<Duration>) -> Res<St
                     true // after our Close: discard, wait for EOF
                 } else {
                     tx.clear();
-                    let ok = ws_input(c, got, &mut tx, &mut frames);
+                    let ok = ws_input(c, got, &mut tx, broadcast.then_some(&mut bc), &mut frames);
                     ok && (tx.is_empty() || send_or_queue(&ep, fd, c, &tx))
                 }
             } else {
@@ -744,15 +788,45 @@ fn echo_server(addr: SocketAddr, ws: bool, duration: Option<Duration>) -> Res<St
                 drop_conn(&mut conns, fd);
             }
         }
-        tick.tick(if ws { frames } else { bytes });
+        if !bc.is_empty() {
+            // --broadcast: the data frames read in this round go to every open WebSocket
+            // connection, the senders included, in one write each (as a server coalesces
+            // what queued up for a connection). send_or_queue appends to a connection's
+            // unsent bytes, so a frame is never written into the middle of another.
+            let k = frames - bc_frames0;
+            for fd in 0..conns.len() {
+                let Some(o) = conns[fd].as_deref_mut() else {
+                    continue;
+                };
+                if !o.upgraded || o.closing {
+                    continue;
+                }
+                if send_or_queue(&ep, fd as RawFd, o, &bc) {
+                    deliveries += k;
+                    queued += if o.out.is_empty() { 0 } else { k };
+                } else {
+                    errors += 1;
+                    drop_conn(&mut conns, fd as RawFd);
+                }
+            }
+            bc.clear();
+        }
+        tick.tick(match (ws, broadcast) {
+            (_, true) => deliveries,
+            (true, false) => frames,
+            (false, false) => bytes,
+        });
     }
     let cpu = cpu_seconds() - cpu0;
     let elapsed = start.elapsed().as_secs_f64();
     let v = json!({
         "kind": "echo-server",
         "ws": ws,
+        "broadcast": broadcast,
         "accepted": accepted,
         "frames": frames,
+        "deliveries": deliveries,
+        "queued_deliveries": queued,
         "bytes": bytes,
         "errors": errors,
         "elapsed_s": elapsed,
@@ -959,9 +1033,9 @@ mod tests {
         let mut frames = 0;
         let req =
             b"GET /ws HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-        assert!(ws_input(&mut c, &req[..20], &mut tx, &mut frames));
+        assert!(ws_input(&mut c, &req[..20], &mut tx, None, &mut frames));
         assert!(tx.is_empty() && !c.upgraded);
-        assert!(ws_input(&mut c, &req[20..], &mut tx, &mut frames));
+        assert!(ws_input(&mut c, &req[20..], &mut tx, None, &mut frames));
         assert!(c.upgraded && c.inbuf.is_empty());
         assert!(String::from_utf8_lossy(&tx).contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
 
@@ -973,8 +1047,8 @@ mod tests {
         two.extend_from_slice(&msg);
         tx.clear();
         // Split mid-frame: the second frame is completed by the next read.
-        assert!(ws_input(&mut c, &two[..10], &mut tx, &mut frames));
-        assert!(ws_input(&mut c, &two[10..], &mut tx, &mut frames));
+        assert!(ws_input(&mut c, &two[..10], &mut tx, None, &mut frames));
+        assert!(ws_input(&mut c, &two[10..], &mut tx, None, &mut frames));
         assert_eq!(frames, 2);
         assert_eq!(&tx[..7], b"\x82\x05hello");
         assert_eq!(tx.len(), 7 + reply_len(300, true));
@@ -986,6 +1060,7 @@ mod tests {
             &mut c,
             &[0x88, 0x82, 0, 0, 0, 0, 3, 232],
             &mut tx,
+            None,
             &mut frames
         ));
         assert_eq!(tx, [0x88, 2, 3, 232]);
@@ -995,6 +1070,37 @@ mod tests {
             upgraded: true,
             ..Default::default()
         };
-        assert!(!ws_input(&mut d, &[0x82, 0x01, 0], &mut tx, &mut frames));
+        assert!(!ws_input(
+            &mut d,
+            &[0x82, 0x01, 0],
+            &mut tx,
+            None,
+            &mut frames
+        ));
+    }
+
+    #[test]
+    fn broadcast_takes_data_frames_only() {
+        let mut c = ServerConn {
+            upgraded: true,
+            ..Default::default()
+        };
+        let (mut tx, mut bc, mut frames) = (Vec::new(), Vec::new(), 0);
+        let mut rng = Rng(9);
+        let mut msg = Vec::new();
+        let mut input = vec![0x89, 0x80, 1, 2, 3, 4]; // ping, empty
+        client_message(&mut msg, b"hi", true, &mut rng);
+        input.extend_from_slice(&msg);
+        input.extend_from_slice(&[0x81, 0x81, 0, 0, 0, 0, b'!']); // text "!"
+        assert!(ws_input(
+            &mut c,
+            &input,
+            &mut tx,
+            Some(&mut bc),
+            &mut frames
+        ));
+        assert_eq!(frames, 2);
+        assert_eq!(bc, b"\x82\x02hi\x81\x01!");
+        assert_eq!(tx, b"\x8a\x00"); // the pong only
     }
 }
