@@ -231,7 +231,11 @@ const MAX_STAGES: usize = 1024;
 enum Done {
     NotYet,
     NoSubscriber,
-    Complete { stage: u32, latency_ns: u64 },
+    Complete {
+        stage: u32,
+        sent_ns: u64,
+        latency_ns: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -281,6 +285,8 @@ pub struct AllDelivered {
     pub per_publisher: Vec<u64>,
     /// Messages published with nobody to deliver to.
     pub no_subscriber: u64,
+    /// Messages published before this (the end of --warmup) are not in the histograms.
+    pub timed_from_ns: u64,
 }
 
 impl AllDelivered {
@@ -306,6 +312,7 @@ impl AllDelivered {
             unmatched: 0,
             per_publisher: vec![0; publishers as usize],
             no_subscriber: 0,
+            timed_from_ns: 0,
         }
     }
 
@@ -384,6 +391,7 @@ impl AllDelivered {
             e.done = true;
             Done::Complete {
                 stage: e.stage,
+                sent_ns: e.sent_ns,
                 latency_ns: e.last_ns.saturating_sub(e.sent_ns),
             }
         } else {
@@ -395,8 +403,16 @@ impl AllDelivered {
         match d {
             Done::NotYet => {}
             Done::NoSubscriber => self.no_subscriber += 1,
-            Done::Complete { stage, latency_ns } => {
+            Done::Complete {
+                stage,
+                sent_ns,
+                latency_ns,
+            } => {
                 self.complete += 1;
+                if sent_ns < self.timed_from_ns {
+                    // Published during --warmup: counted, not timed.
+                    return;
+                }
                 record_ns(&mut self.hist, latency_ns);
                 let i = stage as usize;
                 if i < MAX_STAGES {

@@ -144,6 +144,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1000.0, value_name = "MSGS_PER_SEC")]
     pub rate: f64,
 
+    /// Leading part of the run (within --duration) whose messages are sent, received and
+    /// counted as usual but kept out of the latency histograms (rtt, delivery/fan-out,
+    /// all-delivered): the opening of the connections and the start of a constant-rate
+    /// schedule disturb every server alike, and a whole-run p99 would be mostly that.
+    /// The report says how many replies it left out. Pings, connect and handshake times
+    /// are always recorded.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
     /// Broadcast: how many connections publish (the first ones of each worker); --rate is
     /// shared among them. With --rate 0 each publisher sends its next message when its own
     /// previous one comes back to it (closed loop; needs the room's echo).

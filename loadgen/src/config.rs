@@ -86,6 +86,8 @@ pub struct RunConfig {
     pub connect_timeout_ns: u64,
     pub handshake_timeout_ns: u64,
     pub drain_ns: u64,
+    /// Messages intended before start + warmup_ns are not in the latency histograms.
+    pub warmup_ns: u64,
     pub max_frame: usize,
     /// RLIMIT_NOFILE after raising the soft limit to the hard one.
     pub nofile: (u64, u64),
@@ -163,6 +165,13 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
     let max = plan.max_target() as u64;
     if max == 0 {
         return Err("nothing to do: 0 connections".into());
+    }
+    if ns(a.warmup) >= plan.total_ns() && !a.warmup.is_zero() {
+        return Err(format!(
+            "--warmup {:?} leaves nothing to measure: the run lasts {:?}",
+            a.warmup,
+            std::time::Duration::from_nanos(plan.total_ns())
+        ));
     }
     if !a.rate.is_finite() || a.rate < 0.0 {
         return Err(format!("--rate {} must be 0 (closed loop) or more", a.rate));
@@ -318,6 +327,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         connect_timeout_ns: ns(a.connect_timeout),
         handshake_timeout_ns: ns(a.handshake_timeout),
         drain_ns: ns(a.drain_timeout),
+        warmup_ns: ns(a.warmup),
         max_frame: a.max_frame,
         nofile,
         publishers: a.publishers,

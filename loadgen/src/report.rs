@@ -49,6 +49,9 @@ pub struct ConfigEcho {
     pub connect_timeout_ms: u64,
     pub handshake_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    /// --warmup: messages intended in this leading part are not in the latency histograms.
+    #[serde(default)]
+    pub warmup_ms: u64,
     pub nofile_soft: u64,
     pub nofile_hard: u64,
 }
@@ -115,6 +118,10 @@ pub struct Latency {
     /// Push: HTTP POST round trip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HistSummary>,
+    /// Replies and deliveries left out of rtt/delivery because their message was intended
+    /// during --warmup.
+    #[serde(default)]
+    pub warmup_excluded: u64,
 }
 
 impl Latency {
@@ -128,6 +135,7 @@ impl Latency {
             pong: HistSummary::of(&h.pong),
             delivery: some(&h.delivery),
             http: some(&h.http),
+            warmup_excluded: 0,
         }
     }
 }
@@ -521,6 +529,14 @@ impl Report {
                 ms(hs.p99),
                 ms(hs.p999),
                 ms(hs.max)
+            );
+        }
+        if self.config.warmup_ms > 0 {
+            let _ = writeln!(
+                s,
+                "  (messages intended in the first {} ms, --warmup: {} replies/deliveries \
+                 counted but not timed)",
+                self.config.warmup_ms, l.warmup_excluded
             );
         }
         let lat = latency_name(self.scenario);

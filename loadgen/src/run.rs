@@ -265,12 +265,9 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
         // Messages are settled a minute after their send time, or 5 s (at least twice the
         // drain) when many are tracked.
         let min_age = FANOUT_MIN_AGE_NS.max(sh.cfg.drain_ns.saturating_mul(2));
-        agg.fan = Some(AllDelivered::new(
-            publishers,
-            min_age,
-            FANOUT_MAX_AGE_NS,
-            FANOUT_TRACKED_CAP,
-        ));
+        let mut fan = AllDelivered::new(publishers, min_age, FANOUT_MAX_AGE_NS, FANOUT_TRACKED_CAP);
+        fan.timed_from_ns = sh.start_ns + sh.cfg.warmup_ns;
+        agg.fan = Some(fan);
     }
     let progress = Progress::new(args.progress, total_s);
     let mut rss_peak = rss_start;
@@ -512,6 +509,7 @@ fn build_report(
             connect_timeout_ms: cfg.connect_timeout_ns / 1_000_000,
             handshake_timeout_ms: cfg.handshake_timeout_ns / 1_000_000,
             drain_timeout_ms: cfg.drain_ns / 1_000_000,
+            warmup_ms: cfg.warmup_ns / 1_000_000,
             nofile_soft: cfg.nofile.0,
             nofile_hard: cfg.nofile.1,
         },
@@ -558,7 +556,10 @@ fn build_report(
             pongs_received: c.pongs_received,
             survival_rate: ratio(c.pongs_received, c.pings_sent),
         },
-        latency: Latency::of(&t.h),
+        latency: Latency {
+            warmup_excluded: c.latency_warmup_excluded,
+            ..Latency::of(&t.h)
+        },
         error_rate: c.error_rate(),
         totals: c.clone(),
         stages,

@@ -102,6 +102,9 @@ pub struct Counters {
     pub msgs_lost: u64,
     /// Replies that arrived after a later one.
     pub msgs_out_of_order: u64,
+    /// Replies and deliveries of messages intended during --warmup: counted, not timed.
+    #[serde(default)]
+    pub latency_warmup_excluded: u64,
     /// Data messages that carry no stamp of this connection (not an echo of ours).
     pub msgs_unexpected: u64,
     /// Scheduled sends skipped because the connection's unsent backlog was full.
@@ -148,6 +151,7 @@ impl Counters {
         self.bytes_received += o.bytes_received;
         self.msgs_lost += o.msgs_lost;
         self.msgs_out_of_order += o.msgs_out_of_order;
+        self.latency_warmup_excluded += o.latency_warmup_excluded;
         self.msgs_unexpected += o.msgs_unexpected;
         self.sends_skipped_backpressure += o.sends_skipped_backpressure;
         self.pings_sent += o.pings_sent;

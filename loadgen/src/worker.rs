@@ -1063,7 +1063,11 @@ impl Worker {
                 } else {
                     &mut self.stats.h.rtt
                 };
-                record_ns(h, now.saturating_sub(sent_ns));
+                if sent_ns >= self.sh.start_ns + self.sh.cfg.warmup_ns {
+                    record_ns(h, now.saturating_sub(sent_ns));
+                } else {
+                    self.stats.c.latency_warmup_excluded += 1;
+                }
                 if self.sh.scenario.send_on_reply()
                     && self.phase == Phase::Run
                     && c.state == State::Open
@@ -1078,7 +1082,11 @@ impl Worker {
                 sent_ns,
             } => {
                 self.stats.c.msgs_received += 1;
-                record_ns(&mut self.stats.h.delivery, now.saturating_sub(sent_ns));
+                if sent_ns >= self.sh.start_ns + self.sh.cfg.warmup_ns {
+                    record_ns(&mut self.stats.h.delivery, now.saturating_sub(sent_ns));
+                } else {
+                    self.stats.c.latency_warmup_excluded += 1;
+                }
                 let Some(bc) = self.bc.as_mut() else {
                     return;
                 };

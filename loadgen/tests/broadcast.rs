@@ -45,12 +45,16 @@ fn assert_clean_broadcast(r: &Run, srv: &WsServer, subscribers: u64) {
         "{}",
         r.explain()
     );
-    assert_eq!(
-        r.u("/broadcast/all_delivered_latency/count"),
-        r.u("/broadcast/messages_complete")
-    );
-    assert_eq!(r.u("/broadcast/fanout_latency/count"), received);
-    assert_eq!(r.u("/latency/delivery/count"), received);
+    // Deliveries of messages published during --warmup are counted but not timed.
+    let untimed = r.u("/latency/warmup_excluded");
+    let all_timed = r.u("/broadcast/all_delivered_latency/count");
+    if untimed == 0 {
+        assert_eq!(all_timed, r.u("/broadcast/messages_complete"));
+    } else {
+        assert!(all_timed < r.u("/broadcast/messages_complete"));
+    }
+    assert_eq!(r.u("/broadcast/fanout_latency/count") + untimed, received);
+    assert_eq!(r.u("/latency/delivery/count") + untimed, received);
     // The server's own count of deliveries is exactly what the subscribers received.
     assert_eq!(
         srv.metric("ws_deliveries_total"),
@@ -91,6 +95,37 @@ fn broadcast_every_subscriber_gets_every_message() {
     assert_eq!(per.iter().sum::<u64>(), r.u("/broadcast/published"));
     assert!(r.stdout.contains("all-delivered"), "{}", r.stdout);
     assert!(r.stdout.contains("Stages (fanout ms)"), "{}", r.stdout);
+}
+
+#[test]
+fn broadcast_warmup_deliveries_are_counted_but_not_timed() {
+    let _g = common::serial();
+    let srv = WsServer::start_on_two_cores(&[]);
+    let r = run_loadgen(
+        &srv.url("/broadcast?room=tw"),
+        &[
+            "--scenario",
+            "broadcast",
+            "-c",
+            "20",
+            "--publishers",
+            "1",
+            "--rate",
+            "20",
+            "-d",
+            "3s",
+            "--warmup",
+            "1s",
+        ],
+    );
+    assert_clean_broadcast(&r, &srv, 20);
+    let received = r.u("/broadcast/deliveries_received");
+    let excluded = r.u("/latency/warmup_excluded");
+    let timed = r.u("/broadcast/fanout_latency/count");
+    // 20 msgs/s to 20 subscribers: about 400 deliveries in the first second.
+    assert!(excluded >= 200, "{}", r.explain());
+    assert!(timed >= 400, "{}", r.explain());
+    assert_eq!(timed + excluded, received, "{}", r.explain());
 }
 
 #[test]

@@ -38,6 +38,28 @@ fn echo_open_loop_accounts_for_every_message() {
 }
 
 #[test]
+fn warmup_replies_are_counted_but_not_timed() {
+    let s = TestServer::start(Behaviour::default());
+    let r = run_loadgen(
+        &s.url(),
+        &[
+            "-c", "20", "--rate", "200", "-d", "3s", "--warmup", "1s", "--cores", "0",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.explain());
+    let recv = r.u("/messages/received");
+    let excluded = r.u("/latency/warmup_excluded");
+    let timed = r.u("/latency/rtt/count");
+    // 200 msgs/s: about 200 intended in the first second, about 400 after it.
+    assert!((100..=300).contains(&excluded), "{}", r.explain());
+    assert!(timed >= 300, "{}", r.explain());
+    assert_eq!(timed + excluded, recv, "{}", r.explain());
+    assert_eq!(r.u("/totals/latency_warmup_excluded"), excluded);
+    assert_eq!(r.u("/config/warmup_ms"), 1000);
+    assert!(r.stdout.contains("--warmup"), "{}", r.stdout);
+}
+
+#[test]
 fn echo_closed_loop_on_two_workers() {
     let s = TestServer::start(Behaviour::default());
     let r = run_loadgen(
@@ -315,6 +337,10 @@ fn bad_arguments_exit_2_with_a_clear_message() {
         (&["ws://127.0.0.1:1/", "--payload", "3"], "--payload"),
         (&["ws://127.0.0.1:1/", "--stages", "5s"], "DURATION"),
         (&["ws://127.0.0.1:1/", "--connect-rate", "-1"], ""),
+        (
+            &["ws://127.0.0.1:1/", "-d", "2s", "--warmup", "2s"],
+            "--warmup",
+        ),
     ];
     for (args, needle) in cases {
         let out = std::process::Command::new(common::bin())
