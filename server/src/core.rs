@@ -67,9 +67,13 @@ pub struct Core {
     pub outbox: Vec<Vec<CoreMsg>>,
     /// Scratch list of fan-out targets.
     pub fan_slots: Vec<u32>,
-    /// Frames delivered to our connections this wake, written at its end (one sendmsg per
-    /// connection).
-    pub fan_queue: Vec<(u32, u32, std::sync::Arc<[u8]>)>,
+    /// Frames delivered to our connections this wake, and who gets which: (slot, gen,
+    /// index into `fan_frames`). Written at the end of the wake, one send per connection.
+    pub fan_frames: Vec<std::sync::Arc<[u8]>>,
+    pub fan_queue: Vec<(u32, u32, u32)>,
+    /// The frames of the last recipient written, concatenated: the next recipients of the
+    /// same frames (a room) get the same bytes in one contiguous send.
+    pub fan_coalesced: crate::fanout::Coalesced,
     /// Frames from this read's broadcast messages, fanned out after decoding.
     pub bcast_out: Vec<std::sync::Arc<[u8]>>,
     /// HTTP requests waiting for other cores' delivery counts.
@@ -122,7 +126,9 @@ impl Core {
             mailboxes,
             outbox: (0..ncores).map(|_| Vec::new()).collect(),
             fan_slots: Vec::new(),
+            fan_frames: Vec::new(),
             fan_queue: Vec::new(),
+            fan_coalesced: Default::default(),
             bcast_out: Vec::new(),
             pending: Default::default(),
             next_request: 0,

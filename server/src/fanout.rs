@@ -153,12 +153,46 @@ impl Registry {
     }
 }
 
+/// Above this many bytes a recipient's frames are not concatenated but sent as iovecs.
+pub const COALESCE_MAX: usize = 64 * 1024;
+
+/// The concatenated frames of the last recipient written, keyed by their frame indices.
+#[derive(Debug, Default)]
+pub struct Coalesced {
+    key: Vec<u32>,
+    bytes: Vec<u8>,
+}
+
+impl Coalesced {
+    fn holds(&self, entries: &[(u32, u32, u32)]) -> bool {
+        self.key.len() == entries.len() && self.key.iter().zip(entries).all(|(k, e)| *k == e.2)
+    }
+}
+
+/// One `sendmsg` of a batch too big to concatenate: an iovec per frame (up to 64; what is
+/// left is queued by the caller like any unsent rest).
+fn send_iovecs(fd: i32, entries: &[(u32, u32, u32)], frames: &[Arc<[u8]>]) -> Result<usize, i32> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 64];
+    let n = entries.len().min(iov.len());
+    for (v, e) in iov.iter_mut().zip(&entries[..n]) {
+        let f = &frames[e.2 as usize];
+        *v = libc::iovec {
+            iov_base: f.as_ptr() as *mut libc::c_void,
+            iov_len: f.len(),
+        };
+    }
+    crate::core::sendmsg_now(fd, &iov[..n])
+}
+
 impl Core {
     /// Delivers `frame` to this core's connections of `target` (but `exclude`); returns how
     /// many got it (dropped by the slow-consumer policy does not count).
     ///
     /// Frames are not written here: each recipient's frames of this wake are collected in
-    /// `fan_queue` and leave in one `sendmsg` per connection at the end of the wake
+    /// `fan_queue` and leave in one send per connection at the end of the wake
     /// ([`Core::flush_fanout`]), so a core that falls behind writes many messages per
     /// syscall instead of one syscall per message per recipient.
     pub(crate) fn deliver_local(
@@ -169,6 +203,8 @@ impl Core {
     ) -> u64 {
         let mut slots = std::mem::take(&mut self.fan_slots);
         self.registry.targets(target, &mut slots);
+        let idx = self.fan_frames.len() as u32;
+        let mut queued = false;
         let mut count = 0;
         for &slot in &slots {
             if Some(slot) == exclude {
@@ -190,24 +226,34 @@ impl Core {
             } else {
                 // With frames already in this wake's queue, later ones join them (order).
                 conn.flags |= flag::FANNED;
-                self.fan_queue.push((slot, gen, frame.clone()));
+                self.fan_queue.push((slot, gen, idx));
+                queued = true;
                 count += 1;
             }
+        }
+        if queued {
+            self.fan_frames.push(frame.clone());
         }
         self.fan_slots = slots;
         self.stats().deliveries.add(count);
         count
     }
 
-    /// Writes the frames collected by `deliver_local`: one `sendmsg` per connection with
-    /// an iovec per frame (the frames are shared, never copied unless the socket refuses
-    /// part of them).
+    /// Writes the frames collected by `deliver_local`: one send per connection. Several
+    /// frames for a connection go out as one contiguous buffer, built once and reused for
+    /// every following recipient of the same frames (the members of a room), so the kernel
+    /// copies one segment per recipient instead of one iovec per frame; a batch above
+    /// [`COALESCE_MAX`] goes out as iovecs of the shared frames instead.
     pub(crate) fn flush_fanout(&mut self) {
         if self.fan_queue.is_empty() {
             return;
         }
         let mut queue = std::mem::take(&mut self.fan_queue);
-        queue.sort_by_key(|(slot, _, _)| *slot); // stable: per-connection order is kept
+        let mut frames = std::mem::take(&mut self.fan_frames);
+        let mut co = std::mem::take(&mut self.fan_coalesced);
+        // (slot, frame index) is unique, and frame indices follow delivery order: sorting on
+        // both keeps each connection's frames in order without a stable sort.
+        queue.sort_unstable_by_key(|&(slot, _, i)| (u64::from(slot) << 32) | u64::from(i));
         let mut start = 0;
         while start < queue.len() {
             let (slot, gen, _) = queue[start];
@@ -216,14 +262,25 @@ impl Core {
                     .iter()
                     .take_while(|(s, g, _)| *s == slot && *g == gen)
                     .count();
-            self.write_frames(slot, gen, &queue[start..end]);
+            self.write_frames(slot, gen, &queue[start..end], &frames, &mut co);
             start = end;
         }
         queue.clear();
+        frames.clear();
+        co.key.clear();
         self.fan_queue = queue;
+        self.fan_frames = frames;
+        self.fan_coalesced = co;
     }
 
-    fn write_frames(&mut self, slot: u32, gen: u32, frames: &[(u32, u32, Arc<[u8]>)]) {
+    fn write_frames(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        entries: &[(u32, u32, u32)],
+        frames: &[Arc<[u8]>],
+        co: &mut Coalesced,
+    ) {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
@@ -232,9 +289,10 @@ impl Core {
             return; // closed or closing since: nothing may follow a Close frame
         }
         let fd = conn.fd;
+        let frame = |k: usize| &frames[entries[k].2 as usize];
         if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
-            for (_, _, f) in frames {
-                if !self.send_bytes(slot, gen, f)
+            for k in 0..entries.len() {
+                if !self.send_bytes(slot, gen, frame(k))
                     && self
                         .conns
                         .get(slot, gen)
@@ -245,58 +303,42 @@ impl Core {
             }
             return;
         }
-        let mut sent_frames = 0;
-        let mut partial = 0; // bytes of frames[sent_frames] already sent
-        while sent_frames < frames.len() {
-            let batch = &frames[sent_frames..(sent_frames + 64).min(frames.len())];
-            // One iovec per frame, on the stack: this runs once per recipient per wake.
-            let mut iov = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; 64];
-            for (k, (v, (_, _, f))) in iov.iter_mut().zip(batch).enumerate() {
-                let skip = if k == 0 { partial } else { 0 };
-                *v = libc::iovec {
-                    iov_base: f[skip..].as_ptr() as *mut libc::c_void,
-                    iov_len: f.len() - skip,
-                };
-            }
-            let iov = &iov[..batch.len()];
-            let requested: usize = iov.iter().map(|v| v.iov_len).sum();
-            let took = match crate::core::sendmsg_now(fd, iov) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.stats().resets.inc();
-                    self.close_now(slot, gen);
-                    return;
-                }
-            };
-            if took == 0 {
-                break; // the socket is full
-            }
-            let mut n = took;
-            while n > 0 && sent_frames < frames.len() {
-                let left = frames[sent_frames].2.len() - partial;
-                if n >= left {
-                    n -= left;
-                    sent_frames += 1;
-                    partial = 0;
-                } else {
-                    partial += n;
-                    n = 0;
+        let total: usize = (0..entries.len()).map(|k| frame(k).len()).sum();
+        let sent = if entries.len() == 1 {
+            crate::core::send_now(fd, frame(0))
+        } else if total <= COALESCE_MAX {
+            if !co.holds(entries) {
+                co.key.clear();
+                co.key.extend(entries.iter().map(|e| e.2));
+                co.bytes.clear();
+                for k in 0..entries.len() {
+                    co.bytes.extend_from_slice(frame(k));
                 }
             }
-            if took < requested {
-                break; // the socket is full
+            crate::core::send_now(fd, &co.bytes)
+        } else {
+            send_iovecs(fd, entries, frames)
+        };
+        let mut n = match sent {
+            Ok(n) => n,
+            Err(_) => {
+                self.stats().resets.inc();
+                self.close_now(slot, gen);
+                return;
             }
+        };
+        // Frames the socket took whole, and how much of the next one.
+        let mut done = 0;
+        while done < entries.len() && n >= frame(done).len() {
+            n -= frame(done).len();
+            done += 1;
         }
         // The socket is full: the rest waits in the connection's queue (a partly sent frame
         // must be completed; the policy limit applies to what comes after).
-        for (k, (_, _, f)) in frames[sent_frames..].iter().enumerate() {
-            let skip = if k == 0 { partial } else { 0 };
-            if k == 0 {
-                self.enqueue(slot, gen, &f[skip..]);
-            } else if !self.send_bytes(slot, gen, f)
+        for k in done..entries.len() {
+            if k == done {
+                self.enqueue(slot, gen, &frame(k)[n..]);
+            } else if !self.send_bytes(slot, gen, frame(k))
                 && self
                     .conns
                     .get(slot, gen)
