@@ -50,6 +50,8 @@ Options:
                          when its previous message came back, so P messages are in flight;
                          with too few the run measures fan-out latency, not capacity
   --duration SECS        length of each echo/broadcast run (default 8)
+  --warmup SECS          leading part of each echo/broadcast run whose messages are counted
+                         but not timed (ws-loadgen --warmup; default 1, 0 in --quick)
   --quick                small N and short runs: a smoke test in under a minute
   --no-build             use the binaries already built
   --bin-dir DIR          take every binary from DIR (implies --no-build)
@@ -82,6 +84,7 @@ PUB_RATE=20
 PUBLISHERS=2
 MAX_PUBLISHERS=32
 DUR=8
+WARMUP=""
 QUICK=0
 BUILD=1
 BARE=1
@@ -104,6 +107,7 @@ while [ $# -gt 0 ]; do
         --publishers) need_val "$@"; PUBLISHERS=$2; shift 2 ;;
         --max-publishers) need_val "$@"; MAX_PUBLISHERS=$2; shift 2 ;;
         --duration) need_val "$@"; DUR=$2; shift 2 ;;
+        --warmup) need_val "$@"; WARMUP=$2; shift 2 ;;
         --quick) QUICK=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --bin-dir) need_val "$@"; BIN_DIR=$2; BUILD=0; shift 2 ;;
@@ -157,7 +161,9 @@ if [ "$QUICK" = 1 ]; then
     SUBS=$((SUBS < 200 ? SUBS : 200))
     MAX_PUBLISHERS=$((MAX_PUBLISHERS < 8 ? MAX_PUBLISHERS : 8))
     ECHO_RATE=$((ECHO_RATE < 5000 ? ECHO_RATE : 5000))
+    : "${WARMUP:=0}"
 fi
+: "${WARMUP:=1}"
 if [ -z "$CONNS" ]; then
     CONNS=$((HARD_NOFILE * 95 / 100 / 1000 * 1000))
     [ "$CONNS" -ge 1000 ] || CONNS=$((HARD_NOFILE - 100))
@@ -383,6 +389,17 @@ loadgen() {
     [ -s "$1" ] || note "ws-loadgen wrote no report for $1 (see ${1%.json}.log)"
 }
 
+# --warmup for every timed echo/broadcast run (an older ws-loadgen lacks it: then none).
+WARM=()
+if [ "$WARMUP" != 0 ]; then
+    if "$BIN/ws-loadgen" run --help 2>/dev/null | grep -q -- '--warmup'; then
+        WARM=(--warmup "${WARMUP}s")
+    else
+        note "ws-loadgen has no --warmup: latencies include the start of each run"
+        WARMUP=0
+    fi
+fi
+
 HAS_BROADCAST=0
 if "$BIN/ws-loadgen" run --help 2>/dev/null | grep -qw broadcast; then
     HAS_BROADCAST=1
@@ -450,13 +467,13 @@ run_bare() {
     local S=$d/samples.txt url="ws://127.0.0.1:$port/ws"
     sample "$S" ws_echo_max.before "$spid"
     LG_CORES=$LC1 loadgen "$d/ws-echo-loadgen.json" "$url" -c "$ECHO_CONNS" \
-        --connect-rate 0 --rate 0 --payload "$PAYLOAD" -d "${DUR}s"
+        --connect-rate 0 --rate 0 --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
     sample "$S" ws_echo_max.after "$spid"
 
     # The floors the servers' rows are held against: the same loads on the bare server.
     log "bare WebSocket echo server: echo at a fixed $ECHO_RATE msgs/s (latency floor)"
     loadgen "$d/ws-echo-fixed.json" "$url" -c "$ECHO_CONNS" --connect-rate 0 --rate "$ECHO_RATE" \
-        --payload "$PAYLOAD" -d "${DUR}s"
+        --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
     log "bare WebSocket echo server: open $CONNS connections (CPU per handshake floor)"
     wait_fds_at_most "$spid" "$base_fds" 15 || true
     sample "$S" ws_open.before "$spid"
@@ -484,12 +501,12 @@ run_bare() {
         url="ws://127.0.0.1:$port/broadcast?room=compare"
         sample "$S" bcast_fixed.before "$spid"
         loadgen "$d/bcast-fixed.json" "$url" --scenario broadcast -c "$SUBS" --connect-rate 0 \
-            --publishers "$PUBLISHERS" --rate "$PUB_RATE" --payload "$PAYLOAD" -d "${DUR}s"
+            --publishers "$PUBLISHERS" --rate "$PUB_RATE" --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
         sample "$S" bcast_fixed.after "$spid"
         wait_fds_at_most "$spid" "$base_fds" 15 || true
         sample "$S" bcast_max.before "$spid"
         loadgen "$d/bcast-max.json" "$url" --scenario broadcast -c "$SUBS" --connect-rate 0 \
-            --publishers "$MAX_PUBLISHERS" --rate 0 --payload "$PAYLOAD" -d "${DUR}s"
+            --publishers "$MAX_PUBLISHERS" --rate 0 --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
         sample "$S" bcast_max.after "$spid"
         stop_pid "$spid"
         last_json "$d/ws-bcast-server.out" >"$d/ws-bcast-server.json" || true
@@ -567,14 +584,14 @@ run_server() {
     log "$name: echo closed loop, $ECHO_CONNS connections, $PAYLOAD B, ${DUR}s"
     sample "$S" echo_max.before "$pid"
     loadgen "$d/echo-max.json" "$url" -c "$ECHO_CONNS" --connect-rate 0 --rate 0 \
-        --payload "$PAYLOAD" -d "${DUR}s"
+        --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
     sample "$S" echo_max.after "$pid"
     wait_fds_at_most "$pid" "$base_fds" 15 || true
 
     log "$name: echo at a fixed $ECHO_RATE msgs/s"
     sample "$S" echo_fixed.before "$pid"
     loadgen "$d/echo-fixed.json" "$url" -c "$ECHO_CONNS" --connect-rate 0 --rate "$ECHO_RATE" \
-        --payload "$PAYLOAD" -d "${DUR}s"
+        --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
     sample "$S" echo_fixed.after "$pid"
     wait_fds_at_most "$pid" "$base_fds" 15 || true
 
@@ -595,14 +612,14 @@ run_broadcast() {
     log "$name: broadcast, $SUBS subscribers, $PUB_RATE publishes/s, ${DUR}s"
     sample "$S" bcast_fixed.before "$pid"
     loadgen "$d/bcast-fixed.json" "$url" --scenario broadcast -c "$SUBS" --connect-rate 0 \
-        --publishers "$PUBLISHERS" --rate "$PUB_RATE" --payload "$PAYLOAD" -d "${DUR}s"
+        --publishers "$PUBLISHERS" --rate "$PUB_RATE" --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
     sample "$S" bcast_fixed.after "$pid"
     wait_fds_at_most "$pid" "$base_fds" 15 || true
 
     log "$name: broadcast, $SUBS subscribers, $MAX_PUBLISHERS publishers in closed loop"
     sample "$S" bcast_max.before "$pid"
     loadgen "$d/bcast-max.json" "$url" --scenario broadcast -c "$SUBS" --connect-rate 0 \
-        --publishers "$MAX_PUBLISHERS" --rate 0 --payload "$PAYLOAD" -d "${DUR}s"
+        --publishers "$MAX_PUBLISHERS" --rate 0 --payload "$PAYLOAD" -d "${DUR}s" "${WARM[@]}"
     sample "$S" bcast_max.after "$pid"
     wait_fds_at_most "$pid" "$base_fds" 15 || true
 }
@@ -623,6 +640,7 @@ run_broadcast() {
     echo "echo_connections: $ECHO_CONNS"
     echo "payload: $PAYLOAD"
     echo "echo_rate: $ECHO_RATE"
+    echo "warmup_s: $WARMUP"
     echo "subscribers: $SUBS"
     echo "publish_rate: $PUB_RATE"
     echo "publishers: $PUBLISHERS"
@@ -1115,7 +1133,9 @@ if notes:
 print(f"Handshake and connect rates are timed for every client the same way: TCP sockets in use "
       f"(/proc/net/sockstat) polled every 2 ms, rate between 1 % and 99 % of the rise. Kernel "
       f"memory counts both ends of each loopback connection; the projection counts the server's "
-      f"RSS plus half of it. Run time {machine.get('elapsed_s', '?')} s.")
+      f"RSS plus half of it. Echo and broadcast latencies leave out messages intended in the "
+      f"first {machine.get('warmup_s', '0')} s of each run (ws-loadgen --warmup; counted, not "
+      f"timed). Run time {machine.get('elapsed_s', '?')} s.")
 PY
 echo >&2
 echo "report: $OUT/compare.md (raw JSON and samples alongside)" >&2
