@@ -74,6 +74,11 @@ pub struct Core {
     /// The frames of the last recipient written, concatenated: the next recipients of the
     /// same frames (a room) get the same bytes in one contiguous send.
     pub fan_coalesced: crate::fanout::Coalesced,
+    /// The fan-out's sends, submitted together, and the connections they are for:
+    /// (slot, gen, range in `fan_queue`), indexed by the send's tag.
+    pub send_ring: crate::ring::SendRing,
+    pub fan_batch: Vec<(u32, u32, usize, usize)>,
+    pub fan_results: Vec<(u64, i32)>,
     /// Frames from this read's broadcast messages, fanned out after decoding.
     pub bcast_out: Vec<std::sync::Arc<[u8]>>,
     /// HTTP requests waiting for other cores' delivery counts.
@@ -98,6 +103,7 @@ impl Core {
         waker: Waker,
         mailboxes: Vec<Mailbox>,
         bufs: BufRing,
+        send_ring: crate::ring::SendRing,
     ) -> Core {
         let ncores = mailboxes.len();
         Core {
@@ -129,6 +135,9 @@ impl Core {
             fan_frames: Vec::new(),
             fan_queue: Vec::new(),
             fan_coalesced: Default::default(),
+            send_ring,
+            fan_batch: Vec::new(),
+            fan_results: Vec::new(),
             bcast_out: Vec::new(),
             pending: Default::default(),
             next_request: 0,

@@ -31,6 +31,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const GLOMMIO_IO_MEMORY: usize = 512 * 1024;
 /// SQ entries of each core's ring (the CQ is 8x).
 const RING_ENTRIES: u32 = 4096;
+/// Sends the fan-out submits in one go (a room's recipients; more are submitted in turns).
+const SEND_RING_ENTRIES: u32 = 1024;
 /// Provided receive buffers per core: the kernel fills these, never memory of a connection.
 /// 1024 x 4 KiB = 4 MiB per core, whatever the number of connections.
 const RECV_BUFFERS: u16 = 1024;
@@ -251,6 +253,15 @@ fn run_core(
             return CoreSummary::default();
         }
     };
+    let send_ring = match crate::ring::SendRing::new(SEND_RING_ENTRIES) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot create the send io_uring on core {core_id}: {e}"
+            )));
+            return CoreSummary::default();
+        }
+    };
     let mut core = Core::new(
         idx,
         Rc::new(settings),
@@ -262,6 +273,7 @@ fn run_core(
         waker,
         mailboxes,
         bufs,
+        send_ring,
     );
     ex.run(async move {
         core.arm_accept();

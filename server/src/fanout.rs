@@ -239,11 +239,15 @@ impl Core {
         count
     }
 
-    /// Writes the frames collected by `deliver_local`: one send per connection. Several
-    /// frames for a connection go out as one contiguous buffer, built once and reused for
-    /// every following recipient of the same frames (the members of a room), so the kernel
-    /// copies one segment per recipient instead of one iovec per frame; a batch above
-    /// [`COALESCE_MAX`] goes out as iovecs of the shared frames instead.
+    /// Writes the frames collected by `deliver_local`: one send per connection, and the
+    /// sends of all connections submitted together through the core's [`SendRing`] (one
+    /// `io_uring_enter` for a room instead of a `send()` each). Several frames for a
+    /// connection go out as one contiguous buffer, built once and reused for every following
+    /// recipient of the same frames (the members of a room), so the kernel copies one
+    /// segment per recipient instead of one iovec per frame; a batch above [`COALESCE_MAX`]
+    /// goes out at once as iovecs of the shared frames instead.
+    ///
+    /// [`SendRing`]: crate::ring::SendRing
     pub(crate) fn flush_fanout(&mut self) {
         if self.fan_queue.is_empty() {
             return;
@@ -251,6 +255,7 @@ impl Core {
         let mut queue = std::mem::take(&mut self.fan_queue);
         let mut frames = std::mem::take(&mut self.fan_frames);
         let mut co = std::mem::take(&mut self.fan_coalesced);
+        let mut batch = std::mem::take(&mut self.fan_batch);
         // (slot, frame index) is unique, and frame indices follow delivery order: sorting on
         // both keeps each connection's frames in order without a stable sort.
         queue.sort_unstable_by_key(|&(slot, _, i)| (u64::from(slot) << 32) | u64::from(i));
@@ -262,25 +267,41 @@ impl Core {
                     .iter()
                     .take_while(|(s, g, _)| *s == slot && *g == gen)
                     .count();
-            self.write_frames(slot, gen, &queue[start..end], &frames, &mut co);
+            self.queue_frames(
+                slot,
+                gen,
+                (start, end),
+                &queue,
+                &frames,
+                &mut co,
+                &mut batch,
+            );
             start = end;
         }
+        self.finish_sends(&queue, &frames, &mut batch);
         queue.clear();
         frames.clear();
         co.key.clear();
         self.fan_queue = queue;
         self.fan_frames = frames;
         self.fan_coalesced = co;
+        self.fan_batch = batch;
     }
 
-    fn write_frames(
+    /// Queues one connection's frames on the send ring (or writes them at once when they
+    /// must wait behind its queue or are too many to concatenate).
+    #[allow(clippy::too_many_arguments)]
+    fn queue_frames(
         &mut self,
         slot: u32,
         gen: u32,
-        entries: &[(u32, u32, u32)],
+        (start, end): (usize, usize),
+        queue: &[(u32, u32, u32)],
         frames: &[Arc<[u8]>],
         co: &mut Coalesced,
+        batch: &mut Vec<(u32, u32, usize, usize)>,
     ) {
+        let entries = &queue[start..end];
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
@@ -304,10 +325,17 @@ impl Core {
             return;
         }
         let total: usize = (0..entries.len()).map(|k| frame(k).len()).sum();
-        let sent = if entries.len() == 1 {
-            crate::core::send_now(fd, frame(0))
-        } else if total <= COALESCE_MAX {
+        if entries.len() > 1 && total > COALESCE_MAX {
+            let sent = send_iovecs(fd, entries, frames);
+            self.after_send(slot, gen, entries, frames, sent);
+            return;
+        }
+        let bytes: &[u8] = if entries.len() == 1 {
+            frame(0)
+        } else {
             if !co.holds(entries) {
+                // Sends queued from the old buffer must complete before it is rewritten.
+                self.finish_sends(queue, frames, batch);
                 co.key.clear();
                 co.key.extend(entries.iter().map(|e| e.2));
                 co.bytes.clear();
@@ -315,10 +343,62 @@ impl Core {
                     co.bytes.extend_from_slice(frame(k));
                 }
             }
-            crate::core::send_now(fd, &co.bytes)
-        } else {
-            send_iovecs(fd, entries, frames)
+            &co.bytes
         };
+        // SAFETY: the bytes are a frame of `frames` or `co.bytes`; both outlive finish_sends,
+        // which runs before `frames` is cleared and before `co` is rewritten.
+        let tag = batch.len() as u64;
+        if unsafe { self.send_ring.push(fd, bytes.as_ptr(), bytes.len(), tag) } {
+            batch.push((slot, gen, start, end));
+            return;
+        }
+        // The ring is full: finish what it holds, and send this one directly.
+        self.finish_sends(queue, frames, batch);
+        let sent = crate::core::send_now(fd, bytes);
+        self.after_send(slot, gen, entries, frames, sent);
+    }
+
+    /// Submits the queued sends, waits for all of them, and queues what each socket did not
+    /// take.
+    fn finish_sends(
+        &mut self,
+        queue: &[(u32, u32, u32)],
+        frames: &[Arc<[u8]>],
+        batch: &mut Vec<(u32, u32, usize, usize)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut results = std::mem::take(&mut self.fan_results);
+        self.send_ring.complete(&mut results);
+        for &(tag, res) in &results {
+            let Some(&(slot, gen, start, end)) = batch.get(tag as usize) else {
+                continue;
+            };
+            let sent = match res {
+                n if n >= 0 => Ok(n as usize),
+                e if -e == libc::EAGAIN || -e == libc::EINTR => Ok(0),
+                e => Err(-e),
+            };
+            self.after_send(slot, gen, &queue[start..end], frames, sent);
+        }
+        results.clear();
+        self.fan_results = results;
+        batch.clear();
+    }
+
+    /// What follows a connection's send: close it on error, queue the rest if the socket
+    /// took only part (a partly sent frame must be completed; the policy limit applies to
+    /// what comes after).
+    fn after_send(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        entries: &[(u32, u32, u32)],
+        frames: &[Arc<[u8]>],
+        sent: Result<usize, i32>,
+    ) {
+        let frame = |k: usize| &frames[entries[k].2 as usize];
         let mut n = match sent {
             Ok(n) => n,
             Err(_) => {
@@ -333,8 +413,6 @@ impl Core {
             n -= frame(done).len();
             done += 1;
         }
-        // The socket is full: the rest waits in the connection's queue (a partly sent frame
-        // must be completed; the policy limit applies to what comes after).
         for k in done..entries.len() {
             if k == done {
                 self.enqueue(slot, gen, &frame(k)[n..]);

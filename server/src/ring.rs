@@ -204,6 +204,85 @@ impl Ring {
     }
 }
 
+/// A small second ring for the fan-out's sends: one `io_uring_enter` submits the sends of
+/// a whole room and reaps their results, instead of a `send()` syscall per recipient.
+///
+/// Every send carries MSG_DONTWAIT, so the kernel completes it inline (bytes taken, or
+/// EAGAIN) rather than waiting for room in the socket, and [`SendRing::complete`] returns
+/// only when every send it submitted has completed: the caller's buffers are free again.
+pub struct SendRing {
+    ring: IoUring,
+    queued: u32,
+}
+
+impl SendRing {
+    pub fn new(entries: u32) -> io::Result<SendRing> {
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 2)
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(entries)?;
+        Ok(SendRing { ring, queued: 0 })
+    }
+
+    /// Queues a send of `len` bytes at `ptr` on `fd`; false (nothing queued) when the ring
+    /// is full, so call [`SendRing::complete`] first.
+    ///
+    /// # Safety
+    /// The `len` bytes at `ptr` must stay valid until `complete` has returned.
+    pub unsafe fn push(&mut self, fd: RawFd, ptr: *const u8, len: usize, tag: u64) -> bool {
+        let e = opcode::Send::new(types::Fd(fd), ptr, len as u32)
+            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(tag);
+        // SAFETY: the caller keeps the buffer alive until complete() (see above).
+        if unsafe { self.ring.submission().push(&e) }.is_err() {
+            return false;
+        }
+        self.queued += 1;
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Submits what is queued, waits until every one of those sends has completed, and
+    /// appends (tag, result) to `out`: bytes taken, or -errno.
+    pub fn complete(&mut self, out: &mut Vec<(u64, i32)>) {
+        let mut left = self.queued;
+        self.queued = 0;
+        let mut cancelled = false;
+        while left > 0 {
+            let ts = types::Timespec::new().nsec(100_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(left as usize, &args);
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for c in &mut cq {
+                if c.user_data() == CANCEL_TAG {
+                    continue;
+                }
+                out.push((c.user_data(), c.result()));
+                left = left.saturating_sub(1);
+            }
+            drop(cq);
+            if left > 0 && !cancelled {
+                // Not expected with MSG_DONTWAIT; if a kernel ever parks a send, take it
+                // back rather than wait for a client that may never read.
+                cancelled = true;
+                let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                    .build()
+                    .user_data(CANCEL_TAG);
+                // SAFETY: a cancellation references no memory.
+                let _ = unsafe { self.ring.submission().push(&e) };
+            }
+        }
+    }
+}
+
+const CANCEL_TAG: u64 = u64::MAX;
+
 /// A provided-buffer ring: `entries` buffers of `size` bytes the kernel fills with received
 /// bytes, handed back with [`BufRing::recycle`] as soon as they have been decoded.
 pub struct BufRing {
