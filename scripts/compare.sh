@@ -681,10 +681,26 @@ run_broadcast() {
     echo "somaxconn: $(cat /proc/sys/net/core/somaxconn)"
 } >"$OUT/machine.txt"
 
+# Every phase leaves tens of thousands of TIME_WAIT sockets for 60 s. They sit in the same
+# hash as the established ones and slow every lookup, so whichever server ran second paid
+# for the first one's (measured: the same binary 10-20 % slower at broadcast max when it ran
+# second). Each server starts once they are gone.
+wait_time_wait() {
+    local tw i
+    for i in $(seq 1 90); do
+        tw=$(awk '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == "tw") print $(i + 1)}' /proc/net/sockstat)
+        [ "${tw:-0}" -le 100 ] && return 0
+        [ "$i" = 1 ] && log "waiting for $tw TIME_WAIT sockets to expire (up to 90 s)"
+        sleep 1
+    done
+    note "TIME_WAIT sockets were still there after 90 s: the next server's figures may be lower"
+}
+
 T0=$(date +%s)
 [ "$BARE" = 1 ] && run_bare
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
+    wait_time_wait
     run_server "$s"
 done
 echo "elapsed_s: $(($(date +%s) - T0))" >>"$OUT/machine.txt"
