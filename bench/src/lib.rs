@@ -1,7 +1,10 @@
 //! Small helpers shared by the reference programs of `scripts/compare.sh`:
-//! descriptor limit, CPU time, resident memory, a stop flag set by SIGINT/SIGTERM, and
-//! duration parsing. Nothing here is on a hot path.
+//! descriptor limit, CPU time, resident memory, a stop flag set by SIGINT/SIGTERM,
+//! duration parsing, and the raw socket calls every bare program makes. Nothing here is on a
+//! hot path.
 
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -110,6 +113,67 @@ impl PerSecond {
         self.last_count = count;
         self.last_at = now;
         self.next = now + Duration::from_secs(1);
+    }
+}
+
+/// "what: <the last OS error>".
+pub fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// setsockopt of one int option (errors ignored: these are tuning options).
+pub fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) {
+    // SAFETY: the option value is a c_int that lives across the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &v as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: closing a descriptor the caller owns.
+    unsafe { libc::close(fd) };
+}
+
+pub fn family(addr: SocketAddr) -> libc::c_int {
+    if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}
+
+/// A listening socket (SO_REUSEADDR, backlog capped by net.core.somaxconn); `flags` are
+/// extra socket type flags such as SOCK_NONBLOCK.
+pub fn listen_on(addr: SocketAddr, flags: libc::c_int) -> Result<RawFd, String> {
+    // SAFETY: plain socket syscalls on a descriptor we own.
+    unsafe {
+        let fd = libc::socket(
+            family(addr),
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | flags,
+            0,
+        );
+        if fd < 0 {
+            return Err(os_err("socket"));
+        }
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let (ss, len) = ws_common::net::sockaddr(&addr);
+        if libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) != 0 {
+            let e = os_err(&format!("bind {addr}"));
+            libc::close(fd);
+            return Err(e);
+        }
+        if libc::listen(fd, 65535) != 0 {
+            let e = os_err("listen");
+            libc::close(fd);
+            return Err(e);
+        }
+        Ok(fd)
     }
 }
 

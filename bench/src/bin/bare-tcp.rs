@@ -28,8 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use ws_bench::{
-    accept_key, cpu_seconds, ensure_fds, install_stop_signals, parse_duration, raise_nofile,
-    stopped, PerSecond,
+    accept_key, close_fd as close, cpu_seconds, ensure_fds, family, install_stop_signals, os_err,
+    parse_duration, raise_nofile, set_int_opt, stopped, PerSecond,
 };
 
 #[derive(Parser)]
@@ -180,10 +180,6 @@ fn accept_one(lfd: i32, who: &str, soft: u64) -> Result<i32, i32> {
     Err(e)
 }
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -191,54 +187,9 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn family(addr: SocketAddr) -> libc::c_int {
-    if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    }
-}
-
-fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) {
-    // SAFETY: the option value is a c_int that lives across the call.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &v as *const _ as *const libc::c_void,
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-fn close(fd: RawFd) {
-    // SAFETY: closing a descriptor we own.
-    unsafe { libc::close(fd) };
-}
-
 /// A non-blocking listening socket (SO_REUSEADDR, backlog capped by net.core.somaxconn).
 fn listen(addr: SocketAddr) -> Res<RawFd> {
-    // SAFETY: plain socket syscalls on descriptors we own.
-    unsafe {
-        let fd = libc::socket(
-            family(addr),
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(os_err("socket"));
-        }
-        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-        let (ss, len) = ws_common::net::sockaddr(&addr);
-        if libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(os_err(&format!("bind {addr}")));
-        }
-        if libc::listen(fd, 65535) != 0 {
-            return Err(os_err("listen"));
-        }
-        Ok(fd)
-    }
+    ws_bench::listen_on(addr, libc::SOCK_NONBLOCK)
 }
 
 fn announce(addr: SocketAddr) {

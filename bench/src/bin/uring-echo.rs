@@ -33,7 +33,10 @@ use clap::{Parser, ValueEnum};
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use serde_json::json;
-use ws_bench::{cpu_seconds, install_stop_signals, parse_duration, raise_nofile, stopped};
+use ws_bench::{
+    close_fd as close, cpu_seconds, install_stop_signals, os_err, parse_duration, raise_nofile,
+    set_int_opt, stopped,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -95,55 +98,13 @@ fn main() {
     }
 }
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) {
-    // SAFETY: the option value is a c_int that lives across the call.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &v as *const _ as *const libc::c_void,
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-fn close(fd: RawFd) {
-    // SAFETY: closing a descriptor we own.
-    unsafe { libc::close(fd) };
-}
-
 /// A listening socket (SO_REUSEADDR, backlog capped by net.core.somaxconn).
 fn listen(addr: SocketAddr) -> Res<RawFd> {
-    let fam = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket syscalls on descriptors we own.
-    unsafe {
-        let fd = libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(os_err("socket"));
-        }
-        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-        let (ss, len) = ws_common::net::sockaddr(&addr);
-        if libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(os_err(&format!("bind {addr}")));
-        }
-        if libc::listen(fd, 65535) != 0 {
-            return Err(os_err("listen"));
-        }
-        Ok(fd)
-    }
+    ws_bench::listen_on(addr, 0)
 }
 
 // ---------------------------------------------------------------------------------------
