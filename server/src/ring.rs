@@ -385,6 +385,47 @@ impl Drop for BufRing {
 mod tests {
     use super::*;
 
+    /// The send ring's contract: a send to a socket with no room completes at once with
+    /// EAGAIN (MSG_DONTWAIT), it is not parked until the peer reads; a send with room
+    /// completes with its length. `complete` returns both.
+    #[test]
+    fn send_ring_completes_a_full_socket_with_eagain() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut full = std::net::TcpStream::connect(addr).unwrap();
+        let (_full_peer, _) = listener.accept().unwrap();
+        let roomy = std::net::TcpStream::connect(addr).unwrap();
+        let (roomy_peer, _) = listener.accept().unwrap();
+        full.set_nonblocking(true).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        let mut filled = 0usize;
+        // Nobody reads `full`'s peer: write until the kernel refuses (bounded, 256 MiB).
+        while filled < 256 << 20 {
+            match full.write(&chunk) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut ring = SendRing::new(8).unwrap();
+        let data = b"hello";
+        // SAFETY: `data` outlives complete() below.
+        unsafe {
+            assert!(ring.push(full.as_raw_fd(), data.as_ptr(), data.len(), 7));
+            assert!(ring.push(roomy.as_raw_fd(), data.as_ptr(), data.len(), 9));
+        }
+        let mut out = Vec::new();
+        ring.complete(&mut out);
+        out.sort();
+        assert_eq!(out, vec![(7, -libc::EAGAIN), (9, 5)]);
+        assert!(ring.is_empty());
+        let mut got = [0u8; 5];
+        std::io::Read::read_exact(&mut &roomy_peer, &mut got).unwrap();
+        assert_eq!(&got, data);
+    }
+
     #[test]
     fn token_roundtrip() {
         for kind in [
