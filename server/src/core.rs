@@ -752,7 +752,13 @@ fn taken_or_errno(n: isize) -> Result<usize, i32> {
     if n >= 0 {
         return Ok(n as usize);
     }
-    match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+    would_block_or(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// A failed send's errno: 0 bytes taken for EAGAIN/EINTR (try again later), else the errno
+/// of a broken socket.
+pub(crate) fn would_block_or(errno: i32) -> Result<usize, i32> {
+    match errno {
         libc::EAGAIN | libc::EINTR => Ok(0),
         errno => Err(errno),
     }

@@ -312,16 +312,7 @@ impl Core {
         let fd = conn.fd;
         let frame = |k: usize| &frames[entries[k].2 as usize];
         if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
-            for k in 0..entries.len() {
-                if !self.send_bytes(slot, gen, frame(k))
-                    && self
-                        .conns
-                        .get(slot, gen)
-                        .is_none_or(|c| c.has(flag::CLOSE_SENT))
-                {
-                    return; // closed by the policy: nothing after its Close
-                }
-            }
+            self.send_each(slot, gen, (0..entries.len()).map(|k| &frame(k)[..]));
             return;
         }
         let total: usize = (0..entries.len()).map(|k| frame(k).len()).sum();
@@ -375,10 +366,10 @@ impl Core {
             let Some(&(slot, gen, start, end)) = batch.get(tag as usize) else {
                 continue;
             };
-            let sent = match res {
-                n if n >= 0 => Ok(n as usize),
-                e if -e == libc::EAGAIN || -e == libc::EINTR => Ok(0),
-                e => Err(-e),
+            let sent = if res >= 0 {
+                Ok(res as usize)
+            } else {
+                crate::core::would_block_or(-res)
             };
             self.after_send(slot, gen, &queue[start..end], frames, sent);
         }
@@ -413,16 +404,24 @@ impl Core {
             n -= frame(done).len();
             done += 1;
         }
-        for k in done..entries.len() {
-            if k == done {
-                self.enqueue(slot, gen, &frame(k)[n..]);
-            } else if !self.send_bytes(slot, gen, frame(k))
+        if done < entries.len() {
+            self.enqueue(slot, gen, &frame(done)[n..]);
+            self.send_each(slot, gen, (done + 1..entries.len()).map(|k| &frame(k)[..]));
+        }
+    }
+
+    /// Sends frames one by one through `send_bytes` (the queue and the slow-consumer policy
+    /// apply), stopping once the policy has closed the connection: nothing may follow its
+    /// Close.
+    fn send_each<'a>(&mut self, slot: u32, gen: u32, frames: impl IntoIterator<Item = &'a [u8]>) {
+        for f in frames {
+            if !self.send_bytes(slot, gen, f)
                 && self
                     .conns
                     .get(slot, gen)
                     .is_none_or(|c| c.has(flag::CLOSE_SENT))
             {
-                return; // closed by the policy: nothing after its Close
+                return;
             }
         }
     }
