@@ -11,10 +11,10 @@ fn main() {
         }
     };
     let code = match cli.command {
-        Command::Run(args) => ws_loadgen::run::run(&args),
-        Command::Doctor(args) => ws_loadgen::doctor::run(&args),
-        Command::Ceiling(args) => ws_loadgen::ceiling::run(&args),
-        Command::CeilingAgent(args) => ws_loadgen::ceiling::agent::run(&args),
+        Command::Run(args) => ws_loadgen::commands::run::run(&args),
+        Command::Doctor(args) => ws_loadgen::commands::doctor::run(&args),
+        Command::Ceiling(args) => ws_loadgen::commands::ceiling::run(&args),
+        Command::CeilingAgent(args) => ws_loadgen::commands::ceiling::agent::run(&args),
     };
     std::process::exit(code);
 }

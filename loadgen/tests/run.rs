@@ -290,7 +290,7 @@ fn json_report_round_trips_and_histograms_merge() {
     let r = run_loadgen(&s.url(), &["-c", "8", "--rate", "200", "-d", "1s"]);
     assert_eq!(r.code, 0, "{}", r.explain());
     let text = r.json_text.as_deref().unwrap();
-    let rep: ws_loadgen::report::Report = serde_json::from_str(text).expect("deserializes");
+    let rep: ws_loadgen::report::run::Report = serde_json::from_str(text).expect("deserializes");
     let again = serde_json::to_value(&rep).unwrap();
     assert_eq!(&again, r.j(), "re-serialized report differs");
     let mut h = rep.latency.rtt.decode().unwrap();

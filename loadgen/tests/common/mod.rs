@@ -443,7 +443,8 @@ impl Drop for WsServer {
 /// Sum of metric `name` over its labels on `http://ADDR/metrics` (0 when absent), read with
 /// the load generator's own scraper; None when the page cannot be had.
 pub fn metric_sum(addr: &str, name: &str) -> Option<f64> {
-    let url = ws_loadgen::limits::MetricsUrl::parse(&format!("http://{addr}/metrics")).ok()?;
+    let url =
+        ws_loadgen::limits::metrics::MetricsUrl::parse(&format!("http://{addr}/metrics")).ok()?;
     let page = url.scrape(Duration::from_secs(10)).ok()?;
     Some(page.sum(name).unwrap_or(0.0))
 }

@@ -5,9 +5,11 @@
 //! publisher stamped, with latency from the publisher's send time) is a new variant here
 //! plus its arms in `worker.rs`, without touching the connection machinery.
 
-use crate::cli::ScenarioKind;
-use crate::config::RunConfig;
-use crate::schedule::share;
+use crate::config::{RunConfig, ScenarioKind};
+use crate::engine::schedule::share;
+
+pub mod fanout;
+pub mod push;
 
 /// The scenario of a run, with its parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -24,15 +24,15 @@ use ws_common::handshake::{
 };
 use ws_common::payload::{self, Stamp};
 
-use crate::broadcast::{BcWorker, FanoutDelta, Published, SeqVerdict};
-use crate::client_frame::{self, FrameError, Head};
 use crate::config::RunConfig;
-use crate::conn::{token, untoken, Conn, State};
-use crate::push::{self, Outcome, PushWorker, POST_BIT};
+use crate::engine::conn::{token, untoken, Conn, State};
+use crate::engine::frame::{self, FrameError, Head};
+use crate::engine::schedule::{share, Pacer};
+use crate::engine::stats::{bump, record_ns, Stats};
+use crate::engine::sys::{self, Epoll, EV_ERR, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
+use crate::scenario::fanout::{BcWorker, FanoutDelta, Published, SeqVerdict};
+use crate::scenario::push::{self, Outcome, PushWorker, POST_BIT};
 use crate::scenario::{self, OnOpen, Scenario, Verdict};
-use crate::schedule::{share, Pacer};
-use crate::stats::{bump, record_ns, Stats};
-use crate::sys::{self, Epoll, EV_ERR, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
 
 /// Per-worker read buffer.
 const SCRATCH: usize = 64 * 1024;
@@ -923,7 +923,7 @@ impl Worker {
 
     /// Keeps an incomplete frame; sized once for the whole frame when its header is known.
     fn stash(&mut self, idx: usize, rest: &[u8]) {
-        let want = match client_frame::parse(rest, self.sh.cfg.max_frame) {
+        let want = match frame::parse(rest, self.sh.cfg.max_frame) {
             Ok(Some(h)) => h.total_len(),
             _ => rest.len(),
         };
@@ -958,7 +958,7 @@ impl Worker {
             }
         }
         while pos < buf.len() {
-            let h = match client_frame::parse(&buf[pos..], self.sh.cfg.max_frame) {
+            let h = match frame::parse(&buf[pos..], self.sh.cfg.max_frame) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -1025,7 +1025,7 @@ impl Worker {
             }
             _ => {
                 // Close.
-                let code = client_frame::close_code(payload);
+                let code = frame::close_code(payload);
                 if self.conns[idx].state == State::Closing {
                     self.stats.c.clean_closes += 1;
                     self.finish_close(idx);

@@ -2,6 +2,8 @@
 //! merges their statistics deltas (per second, per stage, in total), shows progress,
 //! handles SIGINT, and writes the report. Returns the process exit code.
 
+pub mod args;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,18 +14,21 @@ use hdrhistogram::Histogram;
 use ws_common::metrics::{cpu_seconds, raise_nofile_to_hard, resident_bytes};
 use ws_common::payload::now_ns;
 
-use crate::broadcast::AllDelivered;
-use crate::cli::{RunArgs, ScenarioKind};
-use crate::config::{self, RunConfig};
-use crate::progress::{Progress, Tick};
-use crate::report::{
-    write_file, write_json, BroadcastReport, ConfigEcho, Connections, HdrLog, Heartbeat, Latency,
-    Messages, Process, PushReport, Report, SecondReport, StageReport,
+use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
+use crate::config::{RunConfig, ScenarioKind};
+use crate::engine::stats::{HistSummary, Hists, Stats};
+use crate::engine::worker::{Shared, Worker};
+use crate::report::hdr_log::HdrLog;
+use crate::report::progress::{Progress, Tick};
+use crate::report::run::{
+    BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, Messages, Process, PushReport,
+    Report, SecondReport, StageReport,
 };
+use crate::report::thresholds::{Observed, Thresholds};
+use crate::report::{write_file, write_json};
+use crate::scenario::fanout::AllDelivered;
 use crate::scenario::Scenario;
-use crate::stats::{HistSummary, Hists, Stats};
-use crate::thresholds::{Observed, Thresholds};
-use crate::worker::{Shared, Worker};
+use args::RunArgs;
 
 /// Broadcast: a message is settled (complete or not) this long after its send time...
 pub const FANOUT_MAX_AGE_NS: u64 = 60_000_000_000;
@@ -31,11 +36,6 @@ pub const FANOUT_MAX_AGE_NS: u64 = 60_000_000_000;
 /// (about 80 B each).
 pub const FANOUT_MIN_AGE_NS: u64 = 5_000_000_000;
 pub const FANOUT_TRACKED_CAP: usize = 200_000;
-
-/// Exit codes.
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_THRESHOLD: i32 = 1;
-pub const EXIT_CANNOT_RUN: i32 = 2;
 
 /// One second being assembled from the workers' deltas.
 #[derive(Default)]
@@ -102,7 +102,7 @@ impl Agg {
         }
     }
 
-    fn add(&mut self, r: crate::worker::Report, plan_stage_count: usize) {
+    fn add(&mut self, r: crate::engine::worker::Report, plan_stage_count: usize) {
         let w = r.worker.min(self.workers - 1);
         self.total.merge(&r.stats);
         let stage = r.stage.min(plan_stage_count.saturating_sub(1));
@@ -193,27 +193,14 @@ fn per_s(v: u64, secs: f64) -> f64 {
 /// Runs a load and returns the exit code.
 pub fn run(args: &RunArgs) -> i32 {
     let nofile = raise_nofile_to_hard();
-    let cfg = match config::build(args, nofile) {
+    let cfg = match args::build(args, nofile) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ws-loadgen: {e}");
             return EXIT_CANNOT_RUN;
         }
     };
-    execute(cfg, args, stop_on_sigint())
-}
-
-/// A flag the first SIGINT sets, so the run ends early with its report; a second SIGINT
-/// ends the process at once (exit 130).
-pub fn stop_on_sigint() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        stop.clone(),
-    );
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
-    stop
+    execute(cfg, args, super::stop_on_sigint())
 }
 
 fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
@@ -305,7 +292,9 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
                 drops: agg.total.c.drops,
                 msgs_per_s: (rec - last_tick.2) as f64 / dt,
                 latency_name,
-                p99: crate::fmt::opt_us((!lat.is_empty()).then(|| lat.value_at_quantile(0.99))),
+                p99: crate::report::fmt::opt_us(
+                    (!lat.is_empty()).then(|| lat.value_at_quantile(0.99)),
+                ),
             };
             progress.tick(&tick);
             last_tick = (now, est, rec);
@@ -432,7 +421,7 @@ fn build_report(
                     f.by_stage
                         .get(i)
                         .map(HistSummary::of)
-                        .unwrap_or_else(|| HistSummary::of(&crate::stats::new_hist()))
+                        .unwrap_or_else(|| HistSummary::of(&crate::engine::stats::new_hist()))
                 }),
             }
         })

@@ -1,149 +1,192 @@
-//! From parsed arguments to a checked run configuration: the URL resolved to an address,
-//! the stage plan, and every impossible setting refused up front with a message that names
-//! the limit (file descriptors, ephemeral ports, payload size, ...).
+//! `ws-loadgen run` arguments, and their check into a [`RunConfig`]: the URL resolved, the
+//! stage plan built, impossible settings (descriptors, ephemeral ports, payload size, ...)
+//! refused up front with a message that names the limit.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{RunArgs, ScenarioKind};
-use crate::schedule::{Plan, Stage};
+use clap::{Args, Parser};
 
-/// The server under test.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The URL as given.
+use crate::config::parse::{
+    parse_header, parse_ratio, parse_source_ips_arg, parse_stages_arg, SourceIps, Stages,
+};
+use crate::config::plan::{ns, parse_duration, Plan, Stage};
+use crate::config::{
+    ephemeral_ports, parse_target, query_param, RunConfig, ScenarioKind, FD_RESERVE,
+    MAX_FRAME_LIMIT, MAX_PAYLOAD, MAX_PUSH_CONCURRENCY, MAX_TRACKING_BYTES,
+};
+use crate::report::progress::ProgressMode;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # 1000 connections opened at 500/s, echo 64-byte messages at 10k msgs/s for 30 s
+  ws-loadgen ws://127.0.0.1:9001/ws -c 1000 --connect-rate 500 --rate 10000 -d 30s
+
+  # Closed loop (one message in flight per connection, as fast as possible)
+  ws-loadgen ws://127.0.0.1:9001/ws -c 200 --rate 0 -d 10s
+
+  # Idle connections with a heartbeat, stepped load, several source addresses
+  ws-loadgen ws://127.0.0.1:9001/ws --scenario hold --ping-interval 5s \\
+      --stages 30s:5000,60s:15000 --connect-rate 2000 --source-ip 127.0.0.2-127.0.0.9
+
+  # Broadcast: 1000 subscribers in room r, 2 of them publishing 100 msgs/s in total
+  ws-loadgen 'ws://127.0.0.1:9001/broadcast?room=r' --scenario broadcast -c 1000 \\
+      --publishers 2 --rate 100 -d 30s
+
+  # Push: 1000 users, 500 HTTP pushes/s to random users
+  ws-loadgen ws://127.0.0.1:9001/ws --scenario push -c 1000 --rate 500 -d 30s
+
+  # Fail (exit 1) unless p99 < 20 ms, errors < 0.1 % and 1000 connections were open
+  ws-loadgen ws://127.0.0.1:9001/ws -c 1000 --max-p99 20ms --max-error-rate 0.1% \\
+      --min-connections 1000 --json report.json
+
+Exit codes: 0 all thresholds hold, 1 a threshold failed, 2 bad arguments or the run
+could not start (bad URL, unreachable host, no connection established, too few file
+descriptors).";
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Server URL: ws://HOST[:PORT]/PATH[?QUERY] (wss:// is not supported).
     pub url: String,
-    pub addr: SocketAddr,
-    /// `Host` header value.
-    pub host_header: String,
-    /// Request target: path plus `?query`.
-    pub path_and_query: String,
-}
 
-/// Parses and resolves a `ws://` URL.
-pub fn parse_target(s: &str) -> Result<Target, String> {
-    let u = url::Url::parse(s)
-        .map_err(|e| format!("bad URL {s:?}: {e} (expected ws://HOST[:PORT]/PATH)"))?;
-    match u.scheme() {
-        "ws" => {}
-        "wss" => {
-            return Err(format!(
-                "{s}: TLS (wss://) is not supported; ws-loadgen speaks plain ws:// only \
-                 (measure the server behind its TLS terminator, or the terminator with ws://)"
-            ))
-        }
-        other => return Err(format!("bad URL {s:?}: scheme {other:?} is not ws://")),
-    }
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("bad URL {s:?}: no host"))?;
-    let port = u.port().unwrap_or(80);
-    // url keeps IPv6 literals in brackets, which the resolver does not want.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host {host:?} of {s}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("host {host:?} of {s} resolves to no address"))?;
-    let host_header = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    let mut path_and_query = u.path().to_string();
-    if path_and_query.is_empty() {
-        path_and_query.push('/');
-    }
-    if let Some(q) = u.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(q);
-    }
-    Ok(Target {
-        url: s.to_string(),
-        addr,
-        host_header,
-        path_and_query,
-    })
-}
+    /// Connections to open and keep (ignored with --stages).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: u32,
 
-/// A checked run configuration, shared read-only by every worker.
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub target: Target,
-    pub plan: Plan,
-    pub scenario: ScenarioKind,
-    pub ping_interval_ns: u64,
-    pub payload: usize,
-    /// Total messages per second (0: closed loop).
-    pub rate: f64,
-    /// Connects per second (0: unpaced).
+    /// New connections per second, paced evenly (0: as fast as possible).
+    #[arg(long, default_value_t = 1000.0, value_name = "PER_SEC")]
     pub connect_rate: f64,
-    pub reconnect_max_tries: u32,
-    pub cores: Vec<usize>,
-    pub source_ips: Vec<IpAddr>,
-    pub headers: Vec<String>,
-    pub origin: Option<String>,
-    pub connect_timeout_ns: u64,
-    pub handshake_timeout_ns: u64,
-    pub drain_ns: u64,
-    /// Messages intended before start + warmup_ns are not in the latency histograms.
-    pub warmup_ns: u64,
-    pub max_frame: usize,
-    /// RLIMIT_NOFILE after raising the soft limit to the hard one.
-    pub nofile: (u64, u64),
-    /// Broadcast: publishing connections (at most the largest stage target).
+
+    /// Length of the run (ignored with --stages).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Stepped load: DURATION:CONNECTIONS,... Each stage opens (or closes) connections to
+    /// reach its target, then holds until its duration has passed.
+    #[arg(long, value_parser = parse_stages_arg, value_name = "D:N,...")]
+    pub stages: Option<Stages>,
+
+    /// What connections do.
+    #[arg(long, value_enum, default_value_t = ScenarioKind::Echo)]
+    pub scenario: ScenarioKind,
+
+    /// Heartbeat interval for --scenario hold.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// Echo message size in bytes (at least 24: the stamp).
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    pub payload: usize,
+
+    /// Messages per second in total on a constant-rate schedule, latency measured from the
+    /// intended send time: echo messages spread over the open connections, broadcast
+    /// messages spread over the publishers, or push POSTs. 0: closed loop (echo: one
+    /// message in flight per connection; broadcast: one per publisher; push: refused).
+    #[arg(long, default_value_t = 1000.0, value_name = "MSGS_PER_SEC")]
+    pub rate: f64,
+
+    /// Leading part of the run (within --duration) whose messages are sent, received and
+    /// counted as usual but kept out of the latency histograms (rtt, delivery/fan-out,
+    /// all-delivered): the opening of the connections and the start of a constant-rate
+    /// schedule disturb every server alike, and a whole-run p99 would be mostly that.
+    /// The report says how many replies it left out. Pings, connect and handshake times
+    /// are always recorded.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Broadcast: how many connections publish (the first ones of each worker); --rate is
+    /// shared among them. With --rate 0 each publisher sends its next message when its own
+    /// previous one comes back to it (closed loop; needs the room's echo).
+    #[arg(long, default_value_t = 1, value_name = "P")]
     pub publishers: u32,
-    /// Broadcast: the `room` query parameter of the URL (empty when absent).
-    pub room: String,
-    /// Broadcast: whether a publisher gets its own messages (false with `echo=false` in the
-    /// URL query, which the server applies to every connection of the URL).
-    pub echo_self: bool,
-    /// Push: HTTP POSTs in flight per worker.
+
+    /// Push: HTTP POSTs in flight at most, per worker (one short-lived TCP connection each).
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub push_concurrency: u32,
+
+    /// Retries after a failed connect or a dropped connection, with exponential back-off
+    /// and jitter (0: never retry).
+    #[arg(long, default_value_t = 5)]
+    pub reconnect_max_tries: u32,
+
+    /// Cores to run one worker each on, e.g. 0-3,6 (default: all this process may use).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+
+    /// Source addresses, used round-robin: 127.0.0.2-127.0.0.40 or a comma list.
+    #[arg(long, value_parser = parse_source_ips_arg, value_name = "LIST")]
+    pub source_ip: Option<SourceIps>,
+
+    /// Extra handshake header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<String>,
+
+    /// Origin header for the handshake.
+    #[arg(long)]
+    pub origin: Option<String>,
+
+    /// Time allowed for the TCP connect.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed from connected to a verified 101.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// At the end, time to wait for outstanding replies before counting them lost, and
+    /// again for the server to answer our Close.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Largest server frame accepted (larger: close 1009, counted as a drop).
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub max_frame: usize,
+
+    /// Write the full report as JSON (histograms included, mergeable).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write per-second histograms in the HdrHistogram interval-log format.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+
+    /// Threshold: error rate at most this (e.g. 0.1% or 0.001).
+    #[arg(long, value_parser = parse_ratio, value_name = "RATE")]
+    pub max_error_rate: Option<f64>,
+
+    /// Threshold: p99 latency (RTT for echo, pong for hold, fan-out for broadcast, delivery
+    /// for push) at most this (e.g. 200ms).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_p99: Option<Duration>,
+
+    /// Threshold: at least this many connections open at once at some point.
+    #[arg(long, value_name = "N")]
+    pub min_connections: Option<u32>,
+
+    /// Live progress on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 }
 
-/// Descriptors kept aside for stdio, epoll instances, report files and the like.
-pub const FD_RESERVE: u64 = 64;
-
-/// Largest `--max-frame` accepted.
-pub const MAX_FRAME_LIMIT: usize = 1 << 30;
-
-/// Largest echo payload accepted.
-pub const MAX_PAYLOAD: usize = 16 << 20;
-
-/// Largest memory the broadcast sequence tracking may take (16 B per subscriber and
-/// publisher).
-pub const MAX_TRACKING_BYTES: u64 = 1 << 30;
-
-/// Largest `--push-concurrency`.
-pub const MAX_PUSH_CONCURRENCY: u32 = 4096;
-
-/// The value of query parameter `name` in `url` (percent-decoded), if present.
-pub fn query_param(url: &str, name: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    let v = u
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned());
-    v
+/// `ws-loadgen run` arguments on their own (what `ceiling` hands its agents).
+#[derive(Debug, Parser)]
+#[command(name = "ws-loadgen-run")]
+pub struct RunOnly {
+    #[command(flatten)]
+    pub args: RunArgs,
 }
 
-fn ns(d: Duration) -> u64 {
-    d.as_nanos().min(u64::MAX as u128) as u64
-}
-
-/// Size of `net.ipv4.ip_local_port_range` (28232 if it cannot be read).
-pub fn ephemeral_ports() -> u64 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|v| v.parse::<u64>().ok());
-            match (it.next()??, it.next()??) {
-                (lo, hi) if hi >= lo => Some(hi - lo + 1),
-                _ => None,
-            }
-        })
-        .unwrap_or(28_232)
+impl RunArgs {
+    /// Parses `URL OPTIONS...` as `ws-loadgen run` would.
+    pub fn parse_words<I, T>(words: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut v: Vec<std::ffi::OsString> = vec!["ws-loadgen-run".into()];
+        v.extend(words.into_iter().map(Into::into));
+        RunOnly::try_parse_from(v).map(|r| r.args)
+    }
 }
 
 /// Checks the arguments; `nofile` is the (soft, hard) RLIMIT_NOFILE the run will have.
@@ -361,37 +404,15 @@ mod tests {
         .contains("echo"));
     }
 
-    #[test]
-    fn urls() {
-        let t = parse_target("ws://127.0.0.1:9001/ws?room=a&x=1").unwrap();
-        assert_eq!(t.addr, "127.0.0.1:9001".parse().unwrap());
-        assert_eq!(t.host_header, "127.0.0.1:9001");
-        assert_eq!(t.path_and_query, "/ws?room=a&x=1");
-        let t = parse_target("ws://[::1]:80").unwrap();
-        assert_eq!(t.addr, "[::1]:80".parse().unwrap());
-        assert_eq!(t.path_and_query, "/");
-        let t = parse_target("ws://localhost/").unwrap();
-        assert_eq!(t.addr.port(), 80);
-        assert!(parse_target("wss://127.0.0.1/")
-            .unwrap_err()
-            .contains("TLS"));
-        assert!(parse_target("http://127.0.0.1/").is_err());
-        assert!(parse_target("not a url").is_err());
-        assert!(parse_target("ws://no-such-host.invalid/").is_err());
-    }
-
     fn args(extra: &[&str]) -> RunArgs {
         args_for("ws://127.0.0.1:9/ws", extra)
     }
 
     /// `ws-loadgen URL EXTRA...` parsed as a run.
     fn args_for(url: &str, extra: &[&str]) -> RunArgs {
-        let mut v = vec!["ws-loadgen", url];
+        let mut v = vec![url];
         v.extend_from_slice(extra);
-        match crate::cli::parse_from(v).unwrap().command {
-            crate::cli::Command::Run(r) => *r,
-            _ => unreachable!("not a run"),
-        }
+        RunArgs::parse_words(v).unwrap()
     }
 
     #[test]

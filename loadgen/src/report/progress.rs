@@ -5,7 +5,18 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::ProgressMode;
+use clap::ValueEnum;
+
+/// How live progress is shown on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A progress bar on a terminal, plain lines otherwise.
+    Auto,
+    /// Plain lines, once a second.
+    Plain,
+    /// Nothing.
+    Off,
+}
 
 /// One second's figures for the progress line.
 #[derive(Debug, Clone, Default)]

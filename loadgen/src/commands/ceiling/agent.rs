@@ -24,8 +24,9 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use serde::{Deserialize, Serialize};
 use ws_common::payload::now_ns;
 
-use crate::stats::{encode_hist, Counters, Stats};
-use crate::worker::{Report, Shared, Worker};
+use crate::commands::run::args::RunArgs;
+use crate::engine::stats::{encode_hist, Counters, Stats};
+use crate::engine::worker::{Report, Shared, Worker};
 
 /// How long a group's plan lasts: groups end when told, this is only a backstop.
 const GROUP_PLAN: &str = "86400s";
@@ -150,8 +151,7 @@ fn start_group(
     rate: f64,
     nofile: (u64, u64),
 ) -> Result<Group, String> {
-    let mut v: Vec<String> = vec!["ws-loadgen".into(), "run".into()];
-    v.extend(a.run_args.iter().cloned());
+    let mut v: Vec<String> = a.run_args.clone();
     for s in [
         "-c",
         &n.to_string(),
@@ -170,11 +170,8 @@ fn start_group(
     ] {
         v.push(s.to_string());
     }
-    let cli = crate::cli::parse_from(v).map_err(|e| format!("group arguments: {e}"))?;
-    let crate::cli::Command::Run(args) = cli.command else {
-        return Err("group arguments did not parse as a run".into());
-    };
-    let cfg = crate::config::build(&args, nofile)?;
+    let args = RunArgs::parse_words(v).map_err(|e| format!("group arguments: {e}"))?;
+    let cfg = crate::commands::run::args::build(&args, nofile)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sh = Arc::new(Shared::new(cfg, now_ns(), stop.clone()));
     let (tx, rx) = crossbeam_channel::unbounded();

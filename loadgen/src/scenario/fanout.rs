@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 
-use crate::stats::{new_hist, record_ns};
+use crate::engine::stats::{new_hist, record_ns};
 
 /// A message as its publisher's worker reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

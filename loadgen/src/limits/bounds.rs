@@ -1,21 +1,16 @@
-//! `ws-loadgen doctor URL --connections N`: before a run, which limit of this box (and of
-//! the server process, when it is local or its /metrics answer) stops N connections first,
-//! the largest N that fits, and how to raise each limit that is too low.
-//!
-//! The testable core is pure arithmetic: [`Limits`] (what the system says, filled by
-//! [`Limits::gather`] or injected by tests) and [`Inputs`] (what the run wants) go into
-//! [`bounds`], which returns one [`Bound`] per limit with the largest N it allows.
+//! Which limit stops N connections: pure arithmetic over what the system says
+//! ([`Limits`], filled by [`Limits::gather`] or injected by tests) and what a run wants
+//! ([`Inputs`]). [`bounds`] returns one [`Bound`] per limit with the largest N it allows,
+//! sorted so the first is the binding one. `doctor` prints them; `ceiling` uses them to
+//! size its agents and to say what the next limit would be.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::SourceIps;
-use crate::fmt::fmt_n;
-use crate::limits::{self, Meminfo, MetricsUrl, ServerMetrics};
+use crate::limits::metrics::{MetricsUrl, ServerMetrics};
+use crate::limits::{self, Meminfo};
 
 /// User-space bytes per idle connection in ws-server (measured here: 19,000 idle
 /// connections at ~42 B each).
@@ -29,113 +24,6 @@ pub const KERNEL_BYTES_PER_SOCKET: f64 = 5120.0;
 pub const ACCEPT_RATE_PER_CORE: f64 = 12_000.0;
 /// Descriptors a server needs besides its connections when it cannot be asked.
 pub const SERVER_BASE_FDS: u64 = 32;
-
-#[derive(Debug, Clone, Args)]
-pub struct DoctorArgs {
-    /// Server URL: ws://HOST[:PORT]/PATH.
-    pub url: String,
-
-    /// Connections to plan for (100k, 1M, 1_000_000 accepted).
-    #[arg(short = 'c', long, value_parser = parse_count, value_name = "N")]
-    pub connections: u64,
-
-    /// Source addresses the load generator spreads over (as for `run`).
-    #[arg(long, value_parser = parse_ips, value_name = "LIST")]
-    pub source_ip: Option<SourceIps>,
-
-    /// The server's pid, to read its /proc/PID/limits and open descriptors (default: the
-    /// local process listening on the URL's port, if any).
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
-
-    /// Where the server's Prometheus metrics are (default: http://HOST:PORT/metrics of the
-    /// URL; `none` to not ask).
-    #[arg(long, value_name = "URL")]
-    pub metrics_url: Option<String>,
-
-    /// Planned connects per second (accept queue vs accept rate; 0: unpaced).
-    #[arg(long, default_value_t = 5000.0, value_name = "PER_SEC")]
-    pub connect_rate: f64,
-
-    /// Connection ends on this box: 2 when server and load generator both run here,
-    /// 1 when the server is elsewhere (default: 2 if the URL's address is local).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=2))]
-    pub ends: Option<u32>,
-
-    /// Load generator processes the connections are spread over: a number (a `run` is
-    /// one process), or `auto`: as many as N needs, as `ceiling` does.
-    #[arg(long, default_value = "1", value_parser = parse_processes, value_name = "P|auto")]
-    pub loadgen_processes: u64,
-
-    /// Cores the load generator runs workers on (default: all this process may use).
-    #[arg(long, value_name = "LIST")]
-    pub cores: Option<String>,
-
-    /// Accepts per second the server sustains, all cores together (default: 12000 per
-    /// server core, measured here).
-    #[arg(long, value_name = "PER_SEC")]
-    pub server_accept_rate: Option<f64>,
-
-    /// Take the measured bytes per connection (server, load generator, kernel) from a
-    /// `ws-loadgen ceiling --json` report instead of the built-in figures.
-    #[arg(long, value_name = "FILE")]
-    pub from_report: Option<PathBuf>,
-
-    /// User-space bytes per connection in the server.
-    #[arg(long, value_name = "BYTES")]
-    pub server_bytes_per_conn: Option<f64>,
-
-    /// User-space bytes per connection in the load generator.
-    #[arg(long, value_name = "BYTES")]
-    pub loadgen_bytes_per_conn: Option<f64>,
-
-    /// Kernel bytes per TCP socket.
-    #[arg(long, value_name = "BYTES")]
-    pub kernel_bytes_per_socket: Option<f64>,
-
-    /// Also write the bounds as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-}
-
-/// `--source-ip` value (same syntax as `run`).
-pub fn parse_ips(s: &str) -> Result<SourceIps, String> {
-    crate::source_ip::parse_source_ips(s).map(SourceIps)
-}
-
-/// `auto` (0) or a positive count.
-pub fn parse_processes(s: &str) -> Result<u64, String> {
-    match s.trim() {
-        "auto" => Ok(0),
-        t => match t.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{s:?} is not a positive count or `auto`")),
-        },
-    }
-}
-
-/// `1000000`, `1_000_000`, `100k`, `1M`, `1.5M`.
-pub fn parse_count(s: &str) -> Result<u64, String> {
-    let t: String = s
-        .trim()
-        .chars()
-        .filter(|c| *c != '_' && *c != ',')
-        .collect();
-    let (num, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
-        _ => (t.as_str(), 1.0),
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a count (examples: 20000, 100k, 1.5M)"))?;
-    let n = v * mult;
-    if !n.is_finite() || !(1.0..=1e12).contains(&n) || n.fract() != 0.0 {
-        return Err(format!("{s:?} is not a positive whole count"));
-    }
-    Ok(n as u64)
-}
 
 /// The server side of the limits, when it is known.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -631,183 +519,6 @@ impl Diagnosis {
             feasible,
         }
     }
-
-    pub fn to_text(&self) -> String {
-        use std::fmt::Write as _;
-        let i = &self.inputs;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "ws-loadgen doctor: {} connections to {} ({}), {} source address(es), {} on this box, connect rate {}",
-            fmt_n(i.n),
-            self.url,
-            self.server_addr,
-            i.source_ips,
-            if i.ends >= 2 {
-                "both ends"
-            } else {
-                "the client end only"
-            },
-            if i.connect_rate > 0.0 {
-                format!("{:.0}/s", i.connect_rate)
-            } else {
-                "unpaced".into()
-            }
-        );
-        let w1 = self
-            .bounds
-            .iter()
-            .map(|b| b.name.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let _ = writeln!(s, "{:<w1$}  {:>12}  status   now", "bound", "max N");
-        for (k, b) in self.bounds.iter().enumerate() {
-            let max = match b.max_n {
-                Some(m) => fmt_n(m),
-                None if b.known => "-".into(),
-                None => "?".into(),
-            };
-            let status = match (b.max_n, b.known) {
-                (Some(m), _) if m < i.n => "LOW",
-                (Some(_), _) => "OK",
-                (None, true) => "OK",
-                (None, false) => "unknown",
-            };
-            let mark = if k == 0 && b.max_n.is_some() {
-                "  <- binds first"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                s,
-                "{:<w1$}  {:>12}  {:<7}  {}{mark}",
-                b.name, max, status, b.current
-            );
-        }
-        match (self.largest_feasible, self.bounds.first()) {
-            (Some(m), Some(b)) => {
-                let _ = writeln!(s, "largest feasible N: {} (bound by {})", fmt_n(m), b.name);
-            }
-            _ => {
-                let _ = writeln!(s, "largest feasible N: no known bound");
-            }
-        }
-        if self.feasible {
-            let _ = writeln!(s, "{} connections: feasible", fmt_n(i.n));
-        } else {
-            let low: Vec<&Bound> = self.bounds.iter().filter(|b| !b.allows(i.n)).collect();
-            let _ = writeln!(
-                s,
-                "{} connections: NOT feasible, {} limit(s) too low:",
-                fmt_n(i.n),
-                low.len()
-            );
-            for b in low {
-                let _ = writeln!(
-                    s,
-                    "  {} (allows {}): {}",
-                    b.name,
-                    fmt_n(b.max_n.unwrap_or(0)),
-                    b.fix
-                );
-            }
-        }
-        for b in self.bounds.iter().filter(|b| !b.known && !b.fix.is_empty()) {
-            let _ = writeln!(s, "  unknown {}: {}", b.name, b.fix);
-        }
-        s
-    }
-}
-
-/// Runs `doctor`: exit 0 when N fits under every known limit, 1 when not, 2 bad usage.
-pub fn run(a: &DoctorArgs) -> i32 {
-    let target = match crate::config::parse_target(&a.url) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("ws-loadgen doctor: {e}");
-            return 2;
-        }
-    };
-    let metrics = match a.metrics_url.as_deref() {
-        Some("none") => None,
-        Some(u) => match MetricsUrl::parse(u) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                eprintln!("ws-loadgen doctor: {e}");
-                return 2;
-            }
-        },
-        None => Some(MetricsUrl::beside(&target)),
-    };
-    if let Some(pid) = a.server_pid {
-        if limits::proc_nofile(pid).is_none() {
-            eprintln!("ws-loadgen doctor: --server-pid {pid}: cannot read /proc/{pid}/limits");
-            return 2;
-        }
-    }
-    let cores = match ws_common::cores::resolve_cores(a.cores.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ws-loadgen doctor: {e}");
-            return 2;
-        }
-    };
-    if !a.connect_rate.is_finite() || a.connect_rate < 0.0 {
-        eprintln!("ws-loadgen doctor: --connect-rate must be 0 or more");
-        return 2;
-    }
-    let (mut sb, mut lb, mut kb) = (None, None, None);
-    if let Some(p) = &a.from_report {
-        match measured_from_report(p) {
-            Ok(v) => (sb, lb, kb) = v,
-            Err(e) => {
-                eprintln!("ws-loadgen doctor: --from-report {e}");
-                return 2;
-            }
-        }
-    }
-    let (limits, _) = Limits::gather(&GatherOpts {
-        target: target.addr,
-        server_pid: a.server_pid,
-        metrics,
-        loadgen_workers: cores.len() as u64,
-    });
-    let local = limits::is_local_ip(target.addr.ip());
-    let ends = a.ends.unwrap_or(if local { 2 } else { 1 });
-    let server_cores = limits.server.as_ref().map_or(1, |s| s.cores.max(1));
-    let inputs = Inputs {
-        n: a.connections,
-        source_ips: a.source_ip.as_ref().map_or(1, |s| s.0.len().max(1) as u64),
-        connect_rate: a.connect_rate,
-        ends,
-        loadgen_processes: a.loadgen_processes,
-        server_accept_rate: a
-            .server_accept_rate
-            .unwrap_or(ACCEPT_RATE_PER_CORE * server_cores as f64),
-        server_bytes_per_conn: a
-            .server_bytes_per_conn
-            .or(sb)
-            .unwrap_or(SERVER_BYTES_PER_CONN),
-        loadgen_bytes_per_conn: a
-            .loadgen_bytes_per_conn
-            .or(lb)
-            .unwrap_or(LOADGEN_BYTES_PER_CONN),
-        kernel_bytes_per_socket: a
-            .kernel_bytes_per_socket
-            .or(kb)
-            .unwrap_or(KERNEL_BYTES_PER_SOCKET),
-    };
-    let d = Diagnosis::new(a.url.clone(), target.addr, limits, inputs);
-    print!("{}", d.to_text());
-    if let Some(path) = &a.json {
-        crate::report::write_json("ws-loadgen doctor", path, "JSON", &d);
-    }
-    if d.feasible {
-        0
-    } else {
-        1
-    }
 }
 
 #[cfg(test)]
@@ -911,7 +622,6 @@ mod tests {
             get(&bounds(&l, &i), "loadgen_open_files").max_n,
             Some(59_802)
         );
-        assert!(parse_processes("auto").is_ok() && parse_processes("0").is_err());
     }
 
     #[test]
@@ -1024,15 +734,5 @@ mod tests {
         let d = Diagnosis::new("ws://x/".into(), "127.0.0.1:1".parse().unwrap(), l, i);
         assert!(d.feasible);
         assert!(d.to_text().contains("19,000 connections: feasible"));
-    }
-
-    #[test]
-    fn counts() {
-        assert_eq!(parse_count("1_000_000").unwrap(), 1_000_000);
-        assert_eq!(parse_count("100k").unwrap(), 100_000);
-        assert_eq!(parse_count("1.5M").unwrap(), 1_500_000);
-        assert!(parse_count("0").is_err());
-        assert!(parse_count("x").is_err());
-        assert!(parse_count("1.5").is_err());
     }
 }

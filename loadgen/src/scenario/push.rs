@@ -14,8 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use ws_common::errno::errno_name;
 
-use crate::conn::token;
-use crate::sys::{self, Epoll, EV_ERR, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
+use crate::engine::conn::token;
+use crate::engine::sys::{self, Epoll, EV_ERR, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
 
 /// Set in the slot half of an epoll token for POST sockets.
 pub const POST_BIT: usize = 1 << 31;

@@ -2,7 +2,7 @@
 //! addresses connections are bound to, round-robin.
 //!
 //! Each one gets its own ephemeral port range towards the server because sockets are bound
-//! with `IP_BIND_ADDRESS_NO_PORT` (see [`crate::sys::bind_source`]), so N addresses allow
+//! with `IP_BIND_ADDRESS_NO_PORT` (see [`crate::engine::sys::bind_source`]), so N addresses allow
 //! about N × (size of `ip_local_port_range`) connections to one server address.
 
 use std::net::IpAddr;

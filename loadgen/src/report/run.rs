@@ -1,37 +1,15 @@
-//! The final report: one serde structure written as JSON (`--json`, every figure plus the
-//! histograms, so runs can be merged later) and rendered as text on stdout; and the
-//! HdrHistogram interval log (`--hdr-log`), one interval per second and histogram kind; and
-//! how `run`, `doctor` and `ceiling` write their report files.
+//! The report of a run: one serde structure written as JSON (`--json`, every figure plus
+//! the histograms, so runs can be merged later) and rendered as text on stdout.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ScenarioKind;
-use crate::schedule::Stage;
-use crate::stats::{Counters, HistSummary, Hists};
-use crate::thresholds::Outcome;
-
-/// Writes a report file. A file that cannot be written is said on stderr (`WHO: cannot
-/// write PATH: ...`) and changes nothing else: the text report and the exit code follow.
-pub fn write_file(who: &str, path: &Path, contents: impl AsRef<[u8]>) {
-    if let Err(e) = std::fs::write(path, contents) {
-        eprintln!("{who}: cannot write {}: {e}", path.display());
-    }
-}
-
-/// [`write_file`] of `value` as pretty JSON (`WHO: cannot encode WHAT: ...` when it cannot
-/// be encoded).
-pub fn write_json(who: &str, path: &Path, what: &str, value: &impl Serialize) {
-    match serde_json::to_vec_pretty(value) {
-        Ok(b) => write_file(who, path, b),
-        Err(e) => eprintln!("{who}: cannot encode {what}: {e}"),
-    }
-}
+use crate::config::plan::Stage;
+use crate::config::ScenarioKind;
+use crate::engine::stats::{Counters, HistSummary, Hists};
+use crate::report::thresholds::Outcome;
 
 /// The settings the run used.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -353,7 +331,7 @@ fn si(v: f64) -> String {
 }
 
 fn classes(m: &BTreeMap<String, u64>) -> String {
-    crate::fmt::classes(m, " ×")
+    crate::report::fmt::classes(m, " ×")
 }
 
 impl Report {
@@ -595,57 +573,5 @@ impl Report {
             let _ = writeln!(s, "Error        {e}");
         }
         s
-    }
-}
-
-/// Accumulates the `--hdr-log` body: one interval per second and histogram kind.
-#[derive(Default)]
-pub struct HdrLog {
-    body: Vec<u8>,
-    failed: Option<String>,
-}
-
-impl HdrLog {
-    /// Adds second `t`'s histograms (empty ones are skipped).
-    pub fn add_second(&mut self, t: u32, h: &Hists) {
-        let mut ser = V2DeflateSerializer::new();
-        let mut w = match IntervalLogWriterBuilder::new().begin_log_with(&mut self.body, &mut ser) {
-            Ok(w) => w,
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                return;
-            }
-        };
-        for (name, hist) in h.named() {
-            if hist.is_empty() {
-                continue;
-            }
-            let start = std::time::Duration::from_secs(t as u64);
-            let r = w.write_histogram(
-                hist,
-                start,
-                std::time::Duration::from_secs(1),
-                Tag::new(name),
-            );
-            if let Err(e) = r {
-                self.failed = Some(format!("{e:?}"));
-            }
-        }
-    }
-
-    /// The whole log with its header.
-    pub fn finish(self, start_unix_s: f64) -> Result<Vec<u8>, String> {
-        if let Some(e) = self.failed {
-            return Err(e);
-        }
-        let mut out = format!(
-            "#ws-loadgen interval log: one interval per second per tag (connect, handshake, rtt, pong, delivery, http); values in microseconds\n\
-             #[StartTime: {start_unix_s:.3} (seconds since epoch)]\n\
-             #[BaseTime: {start_unix_s:.3} (seconds since epoch)]\n\
-             \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
-        )
-        .into_bytes();
-        out.extend_from_slice(&self.body);
-        Ok(out)
     }
 }

@@ -15,8 +15,6 @@
 //! [`report`] writes text, JSON and HTML.
 
 pub mod agent;
-pub mod report;
-pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -30,19 +28,24 @@ use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hdrhistogram::Histogram;
 
-use crate::cli::{parse_header, parse_ratio, ProgressMode, SourceIps};
-use crate::doctor::{self, parse_count, parse_ips, Bound, GatherOpts, Inputs, Limits};
-use crate::fmt::{fmt_n, opt_us};
-use crate::limits::{self, MetricsUrl, ServerMetrics};
-use crate::report::{write_file, write_json};
-use crate::schedule::{parse_duration, share};
-use crate::stats::{decode_hist, merge_map, new_hist, Counters};
-use agent::{AgentMsg, Cmd, GroupDelta};
-use report::{
+use crate::config::parse::{
+    parse_count, parse_header, parse_ratio, parse_source_ips_arg, SourceIps,
+};
+use crate::config::plan::parse_duration;
+use crate::engine::schedule::share;
+use crate::engine::stats::{decode_hist, merge_map, new_hist, Counters};
+use crate::limits::bounds::{self, Bound, GatherOpts, Inputs, Limits};
+use crate::limits::metrics::{MetricsUrl, ServerMetrics};
+use crate::limits::verdict::{Evidence, ServerEvidence, StopReason, Verdict};
+use crate::limits::{self};
+use crate::report::ceiling::{
     CeilingConfig, CeilingReport, HoldReport, LoadgenReport, MemoryReport, ServerReport,
     StepReport, SystemReport, TimePoint,
 };
-use verdict::{Evidence, ServerEvidence, StopReason, Verdict};
+use crate::report::fmt::{fmt_n, opt_us};
+use crate::report::progress::ProgressMode;
+use crate::report::{write_file, write_json};
+use agent::{AgentMsg, Cmd, GroupDelta};
 
 /// Most steps a ramp may have (each is a worker thread in every agent).
 pub const MAX_STEPS: u64 = 400;
@@ -147,7 +150,7 @@ pub struct CeilingArgs {
     pub cores: Option<String>,
 
     /// Source addresses, used round-robin: 127.0.0.2-127.0.0.40 or a comma list.
-    #[arg(long, value_parser = parse_ips, value_name = "LIST")]
+    #[arg(long, value_parser = parse_source_ips_arg, value_name = "LIST")]
     pub source_ip: Option<SourceIps>,
 
     /// Extra handshake header 'Name: value' (repeatable).
@@ -519,13 +522,13 @@ pub fn run(a: &CeilingArgs) -> i32 {
         connect_rate: a.connect_rate,
         ends: if local { 2 } else { 1 },
         loadgen_processes: processes,
-        server_accept_rate: doctor::ACCEPT_RATE_PER_CORE
+        server_accept_rate: bounds::ACCEPT_RATE_PER_CORE
             * server.as_ref().map_or(1, |s| s.cores.max(1)) as f64,
-        server_bytes_per_conn: doctor::SERVER_BYTES_PER_CONN,
-        loadgen_bytes_per_conn: doctor::LOADGEN_BYTES_PER_CONN,
-        kernel_bytes_per_socket: doctor::KERNEL_BYTES_PER_SOCKET,
+        server_bytes_per_conn: bounds::SERVER_BYTES_PER_CONN,
+        loadgen_bytes_per_conn: bounds::LOADGEN_BYTES_PER_CONN,
+        kernel_bytes_per_socket: bounds::KERNEL_BYTES_PER_SOCKET,
     };
-    let predicted_bounds = doctor::bounds(&lim, &inputs(a.max));
+    let predicted_bounds = bounds::bounds(&lim, &inputs(a.max));
     let predicted = predicted_bounds
         .first()
         .and_then(|b| b.max_n.map(|m| (m, b.key.clone())));
@@ -564,7 +567,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         run_args.push("--origin".into());
         run_args.push(o.clone());
     }
-    let stop = crate::run::stop_on_sigint();
+    let stop = crate::commands::stop_on_sigint();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut agents = Vec::new();
     for i in 0..processes as usize {
@@ -937,7 +940,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         max_p99_us,
         max: a.max,
     };
-    let mut verdict = verdict::classify(&ev);
+    let mut verdict = crate::limits::verdict::classify(&ev);
     if !d.errors.is_empty() {
         verdict.evidence.extend(d.errors.iter().cloned());
     }
@@ -987,7 +990,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
     };
     let mut memory = MemoryReport {
         connections_measured: conns,
-        reliable: conns >= report::MEMORY_MIN_CONNS,
+        reliable: conns >= crate::report::ceiling::MEMORY_MIN_CONNS,
         method: if by_slope {
             format!(
                 "median over {} steps of growth / connections added (marginal cost)",
@@ -1016,7 +1019,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
     if let Some(v) = memory.kernel_bytes_per_conn {
         measured_inputs.kernel_bytes_per_socket = v / memory.kernel_ends.max(1) as f64;
     }
-    let next = doctor::bounds(&lim, &measured_inputs);
+    let next = bounds::bounds(&lim, &measured_inputs);
     let what = what_to_change(&verdict, &next, a, processes);
 
     let held = hold.as_ref().map_or(0, |h| h.min_open);
@@ -1066,7 +1069,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
             cores: cores.clone(),
             source_ips: source_ips.iter().map(|i| i.to_string()).collect(),
         },
-        ceiling: report::Ceiling {
+        ceiling: crate::report::ceiling::Ceiling {
             connections: held,
             touched: d.peak_open,
             confirmed,
@@ -1143,7 +1146,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
 }
 
 fn class_list(m: &BTreeMap<String, u64>) -> String {
-    crate::fmt::class_counts(m, " x")
+    crate::report::fmt::class_counts(m, " x")
 }
 
 /// One memory sample: figures at a number of open connections.

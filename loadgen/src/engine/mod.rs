@@ -1,0 +1,10 @@
+//! The engine: sockets and syscalls, the per-core worker loop, connection slots, the
+//! constant-rate schedule, frame parsing and the counters a worker fills. It knows nothing
+//! about what a scenario means: it asks a [`scenario::Scenario`] (the trait) what to do.
+
+pub mod conn;
+pub mod frame;
+pub mod schedule;
+pub mod stats;
+pub mod sys;
+pub mod worker;
