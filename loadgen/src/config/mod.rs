@@ -41,6 +41,18 @@ pub enum ScenarioKind {
     Push,
 }
 
+impl ScenarioKind {
+    /// Name of the scenario's main latency in reports and thresholds.
+    pub fn latency_name(self) -> &'static str {
+        match self {
+            ScenarioKind::Hold => "pong",
+            ScenarioKind::Echo => "rtt",
+            ScenarioKind::Broadcast => "fanout",
+            ScenarioKind::Push => "push",
+        }
+    }
+}
+
 /// Parses and resolves a `ws://` URL.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let u = url::Url::parse(s)

@@ -3,8 +3,15 @@
 //! about what a scenario means: it asks a [`scenario::Scenario`] (the trait) what to do.
 
 pub mod conn;
+mod connect;
+pub mod delta;
 pub mod frame;
+mod input;
+pub mod io;
+pub mod scenario;
 pub mod schedule;
+pub mod shared;
 pub mod stats;
 pub mod sys;
+pub mod timers;
 pub mod worker;

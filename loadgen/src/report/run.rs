@@ -210,16 +210,6 @@ pub struct PushReport {
     pub http_rtt: HistSummary,
 }
 
-/// Name of a scenario's latency.
-pub fn latency_name(s: ScenarioKind) -> &'static str {
-    match s {
-        ScenarioKind::Hold => "pong",
-        ScenarioKind::Echo => "rtt",
-        ScenarioKind::Broadcast => "fanout",
-        ScenarioKind::Push => "push",
-    }
-}
-
 /// One stage of the plan.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StageReport {
@@ -480,7 +470,7 @@ impl Report {
             "Latency (ms)      count       p50       p90       p95       p99     p99.9       max"
         );
         let l = &self.latency;
-        let delivery_name = latency_name(self.scenario);
+        let delivery_name = self.scenario.latency_name();
         let mut rows = vec![
             ("connect", Some(&l.connect)),
             ("handshake", Some(&l.handshake)),
@@ -517,7 +507,7 @@ impl Report {
                 self.config.warmup_ms, l.warmup_excluded
             );
         }
-        let lat = latency_name(self.scenario);
+        let lat = self.scenario.latency_name();
         let all = self.broadcast.is_some();
         let _ = writeln!(
             s,

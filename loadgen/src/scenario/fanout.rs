@@ -21,40 +21,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 
+use crate::engine::delta::{FanoutDelta, Published, Received};
 use crate::engine::stats::{new_hist, record_ns};
-
-/// A message as its publisher's worker reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
-    /// Global publisher index.
-    pub publisher: u32,
-    pub seq: u64,
-    /// Intended send time (the stamp's).
-    pub sent_ns: u64,
-    /// Subscribers that should receive it (connections open when it was published, less
-    /// the publisher itself when the room does not echo).
-    pub expected: u32,
-    /// Stage it was published in.
-    pub stage: u32,
-}
-
-/// Deliveries of one message to one worker's subscribers during one interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Received {
-    pub publisher: u32,
-    pub seq: u64,
-    pub sent_ns: u64,
-    pub count: u32,
-    /// Latest receive time among them.
-    pub last_ns: u64,
-}
-
-/// What a worker adds to its statistics delta in a broadcast run.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct FanoutDelta {
-    pub published: Vec<Published>,
-    pub received: Vec<Received>,
-}
 
 /// Sequence check of one (subscriber, publisher) pair: 16 bytes.
 #[derive(Debug, Clone, Copy, Default)]

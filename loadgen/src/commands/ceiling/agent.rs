@@ -9,7 +9,7 @@
 //! one JSON [`AgentMsg`] per line on stdout: `Hello` first, then a `Status` with each group's
 //! statistics delta every half second, `Bye` last.
 //!
-//! A group is an ordinary [`Worker`] with a single-stage plan, so connects, handshakes,
+//! A group is an ordinary [`crate::engine::worker::Worker`] with a single-stage plan, so connects, handshakes,
 //! heartbeats, failure classes and the close are exactly those of `ws-loadgen run`. Each ramp
 //! step is a new group: earlier steps keep their connections while the next opens.
 
@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use ws_common::payload::now_ns;
 
 use crate::commands::run::args::RunArgs;
+use crate::engine::delta::Report;
+use crate::engine::shared::Shared;
 use crate::engine::stats::{encode_hist, Counters, Stats};
-use crate::engine::worker::{Report, Shared, Worker};
 
 /// How long a group's plan lasts: groups end when told, this is only a backstop.
 const GROUP_PLAN: &str = "86400s";
@@ -175,13 +176,13 @@ fn start_group(
     let stop = Arc::new(AtomicBool::new(false));
     let sh = Arc::new(Shared::new(cfg, now_ns(), stop.clone()));
     let (tx, rx) = crossbeam_channel::unbounded();
-    let w = Worker::new(0, sh, tx)?;
+    let w = crate::scenario::worker(0, sh, tx)?;
     let core = a.core;
     let handle = std::thread::Builder::new()
         .name(format!("ws-ceiling-g{id}"))
         .spawn(move || {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
-            w.run();
+            w();
         })
         .map_err(|e| format!("cannot spawn a worker thread: {e}"))?;
     Ok(Group {

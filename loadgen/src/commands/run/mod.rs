@@ -16,8 +16,9 @@ use ws_common::payload::now_ns;
 
 use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
 use crate::config::{RunConfig, ScenarioKind};
+use crate::engine::delta::Report as Delta;
+use crate::engine::shared::Shared;
 use crate::engine::stats::{HistSummary, Hists, Stats};
-use crate::engine::worker::{Shared, Worker};
 use crate::report::hdr_log::HdrLog;
 use crate::report::progress::{Progress, Tick};
 use crate::report::run::{
@@ -27,7 +28,6 @@ use crate::report::run::{
 use crate::report::thresholds::{Observed, Thresholds};
 use crate::report::{write_file, write_json};
 use crate::scenario::fanout::AllDelivered;
-use crate::scenario::Scenario;
 use args::RunArgs;
 
 /// Broadcast: a message is settled (complete or not) this long after its send time...
@@ -102,7 +102,7 @@ impl Agg {
         }
     }
 
-    fn add(&mut self, r: crate::engine::worker::Report, plan_stage_count: usize) {
+    fn add(&mut self, r: Delta, plan_stage_count: usize) {
         let w = r.worker.min(self.workers - 1);
         self.total.merge(&r.stats);
         let stage = r.stage.min(plan_stage_count.saturating_sub(1));
@@ -216,7 +216,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
-        match Worker::new(i, sh.clone(), tx.clone()) {
+        match crate::scenario::worker(i, sh.clone(), tx.clone()) {
             Ok(w) => workers.push(w),
             Err(e) => {
                 eprintln!("ws-loadgen: cannot start worker {i}: {e}");
@@ -232,7 +232,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
             .name(format!("ws-loadgen-{i}"))
             .spawn(move || {
                 core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                w.run();
+                w();
             });
         match h {
             Ok(h) => handles.push(h),
@@ -245,10 +245,14 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     }
 
     let hold = sh.cfg.scenario == ScenarioKind::Hold;
-    let latency_name = sh.scenario.latency_name();
+    let latency_name = sh.cfg.scenario.latency_name();
     let mut agg = Agg::new(n, stage_count, args.hdr_log.is_some(), hold);
-    agg.delivery = sh.scenario.is_broadcast() || sh.scenario.is_push();
-    if let Scenario::Broadcast { publishers, .. } = sh.scenario {
+    agg.delivery = matches!(
+        sh.cfg.scenario,
+        ScenarioKind::Broadcast | ScenarioKind::Push
+    );
+    if sh.cfg.scenario == ScenarioKind::Broadcast {
+        let publishers = sh.cfg.publishers;
         // Messages are settled a minute after their send time, or 5 s (at least twice the
         // drain) when many are tracked.
         let min_age = FANOUT_MIN_AGE_NS.max(sh.cfg.drain_ns.saturating_mul(2));
@@ -349,7 +353,7 @@ fn build_report(
     });
     let t = &agg.total;
     let c = &t.c;
-    let latency_name = sh.scenario.latency_name();
+    let latency_name = sh.cfg.scenario.latency_name();
     let lat = agg.latency(&t.h);
     let p99 = (!lat.is_empty()).then(|| lat.value_at_quantile(0.99));
     let thresholds = Thresholds {
@@ -463,7 +467,7 @@ fn build_report(
         fanout_latency: HistSummary::of(&t.h.delivery),
         all_delivered_latency: HistSummary::of(&f.hist),
     });
-    let push = sh.scenario.is_push().then(|| PushReport {
+    let push = (sh.cfg.scenario == ScenarioKind::Push).then(|| PushReport {
         users_peak: agg.peak_open,
         pushes: c.msgs_sent,
         pushes_per_s: per_s(c.msgs_sent, load_s),
