@@ -12,6 +12,9 @@ cargo fmt --all --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "no import circles in loadgen/src (files and layers)"
+python3 scripts/check-layers.py loadgen/src
+
 step "build (debug, all targets)"
 cargo build --workspace --all-targets
 

@@ -8,6 +8,8 @@
 //!   what a scenario means.
 //! - [`scenario`]: hold, echo, broadcast, push — each answers the engine's questions (what
 //!   to do on open, what drives sends, how a received message is judged).
+//! - [`fmt`]: how counts, latencies and failure classes read in text (a leaf: everyone
+//!   prints).
 //! - [`limits`]: what this box and the server allow (sysctls, /proc, /metrics) and which
 //!   limit stops N connections (pure arithmetic).
 //! - [`report`]: the run, ceiling and doctor reports (text, JSON, HTML), the HdrHistogram
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod fmt;
 pub mod limits;
 pub mod report;
 pub mod scenario;

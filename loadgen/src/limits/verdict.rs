@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::fmt::fmt_us;
+use crate::fmt::fmt_us;
 
 /// Why the ramp stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ fn count(m: &BTreeMap<String, u64>, keys: &[&str]) -> u64 {
 
 /// Failure or drop classes as the ceiling's (ASCII) reports list them: `EMFILE x12, ...`.
 pub(crate) fn classes(m: &BTreeMap<String, u64>) -> String {
-    crate::report::fmt::classes(m, " x")
+    crate::fmt::classes(m, " x")
 }
 
 /// Failures that look like "the server did not answer": the kernel took the TCP connect (or

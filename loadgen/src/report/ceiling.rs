@@ -7,11 +7,11 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::stats::Counters;
+use crate::fmt::{fmt_n, opt_us};
 use crate::limits::bounds::Bound;
 use crate::limits::metrics::ServerMetrics;
 use crate::limits::verdict::{classes, StopReason, Verdict};
 use crate::limits::{Meminfo, SockStat};
-use crate::report::fmt::{fmt_n, opt_us};
 use crate::report::html::{html_escape, svg_chart};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

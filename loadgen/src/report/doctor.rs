@@ -1,8 +1,8 @@
 //! `ws-loadgen doctor`'s answer as text: the bounds sorted, the binding one first, and how
 //! to raise each limit that is too low.
 
+use crate::fmt::fmt_n;
 use crate::limits::bounds::{Bound, Diagnosis};
-use crate::report::fmt::fmt_n;
 
 impl Diagnosis {
     pub fn to_text(&self) -> String {

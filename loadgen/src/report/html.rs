@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::fmt::fmt_n;
+use crate::fmt::fmt_n;
 
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")

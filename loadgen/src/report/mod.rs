@@ -1,6 +1,6 @@
 //! What a run leaves behind and shows: the run report (JSON and text), the ceiling and
-//! doctor reports, the HdrHistogram interval log, HTML charts, live progress, thresholds,
-//! and how counts and latencies read.
+//! doctor reports, the HdrHistogram interval log, HTML charts, live progress and
+//! thresholds.
 
 use std::path::Path;
 
@@ -8,7 +8,6 @@ use serde::Serialize;
 
 pub mod ceiling;
 pub mod doctor;
-pub mod fmt;
 pub mod hdr_log;
 pub mod html;
 pub mod progress;

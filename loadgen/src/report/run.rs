@@ -321,7 +321,7 @@ fn si(v: f64) -> String {
 }
 
 fn classes(m: &BTreeMap<String, u64>) -> String {
-    crate::report::fmt::classes(m, " ×")
+    crate::fmt::classes(m, " ×")
 }
 
 impl Report {

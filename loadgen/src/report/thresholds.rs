@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::fmt::fmt_us;
+use crate::fmt::fmt_us;
 
 /// The thresholds asked for.
 #[derive(Debug, Clone, Default)]

@@ -34,6 +34,7 @@ use crate::config::parse::{
 use crate::config::plan::parse_duration;
 use crate::engine::schedule::share;
 use crate::engine::stats::{decode_hist, merge_map, new_hist, Counters};
+use crate::fmt::{fmt_n, opt_us};
 use crate::limits::bounds::{self, Bound, GatherOpts, Inputs, Limits};
 use crate::limits::metrics::{MetricsUrl, ServerMetrics};
 use crate::limits::verdict::{Evidence, ServerEvidence, StopReason, Verdict};
@@ -42,7 +43,6 @@ use crate::report::ceiling::{
     CeilingConfig, CeilingReport, HoldReport, LoadgenReport, MemoryReport, ServerReport,
     StepReport, SystemReport, TimePoint,
 };
-use crate::report::fmt::{fmt_n, opt_us};
 use crate::report::progress::ProgressMode;
 use crate::report::{write_file, write_json};
 use agent::{AgentMsg, Cmd, GroupDelta};
@@ -1146,7 +1146,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
 }
 
 fn class_list(m: &BTreeMap<String, u64>) -> String {
-    crate::report::fmt::class_counts(m, " x")
+    crate::fmt::class_counts(m, " x")
 }
 
 /// One memory sample: figures at a number of open connections.

@@ -296,9 +296,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
                 drops: agg.total.c.drops,
                 msgs_per_s: (rec - last_tick.2) as f64 / dt,
                 latency_name,
-                p99: crate::report::fmt::opt_us(
-                    (!lat.is_empty()).then(|| lat.value_at_quantile(0.99)),
-                ),
+                p99: crate::fmt::opt_us((!lat.is_empty()).then(|| lat.value_at_quantile(0.99))),
             };
             progress.tick(&tick);
             last_tick = (now, est, rec);
