@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub mod aggregate;
 pub mod ceiling;
 pub mod doctor;
 pub mod hdr_log;
