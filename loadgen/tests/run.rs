@@ -37,6 +37,35 @@ fn echo_open_loop_accounts_for_every_message() {
     assert!(r.stdout.contains("Latency (ms)"), "{}", r.stdout);
 }
 
+/// Latency comes from the kernel's receive timestamps, converted to the monotonic clock of
+/// the stamps: a server that holds every message 30 ms can never be measured faster, with
+/// replies read once per tick (the default) or as they arrive (`--tick 0`). Only a floor is
+/// asserted, which no machine speed can break.
+#[test]
+fn rtt_from_receive_timestamps_is_never_below_the_servers_delay() {
+    let s = TestServer::start(Behaviour {
+        echo_delay: Some(Duration::from_millis(30)),
+        ..Behaviour::default()
+    });
+    for tick in ["1ms", "0", "20ms"] {
+        let r = run_loadgen(
+            &s.url(),
+            &[
+                "-c", "10", "--rate", "20", "-d", "2s", "--cores", "0", "--tick", tick,
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.explain());
+        let n = r.u("/latency/rtt/count");
+        assert!(n >= 20, "tick {tick}: {}", r.explain());
+        assert_eq!(n, r.u("/messages/received"), "tick {tick}");
+        assert!(
+            r.u("/latency/rtt/min") >= 30_000,
+            "tick {tick}: rtt below the server's 30 ms hold: {}",
+            r.explain()
+        );
+    }
+}
+
 #[test]
 fn warmup_replies_are_counted_but_not_timed() {
     let s = TestServer::start(Behaviour::default());

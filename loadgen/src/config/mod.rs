@@ -121,6 +121,8 @@ pub struct RunConfig {
     pub drain_ns: u64,
     /// Messages intended before start + warmup_ns are not in the latency histograms.
     pub warmup_ns: u64,
+    /// Open loop: sends and reads are batched per tick (0: every event wakes the worker).
+    pub tick_ns: u64,
     pub max_frame: usize,
     /// RLIMIT_NOFILE after raising the soft limit to the hard one.
     pub nofile: (u64, u64),

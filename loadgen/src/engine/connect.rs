@@ -42,6 +42,9 @@ impl<S: Scenario> Worker<S> {
         let c = &mut self.io.conns[idx];
         c.fd = fd;
         c.state = State::Connecting;
+        // Without timestamps latency is taken at read time, so this failing costs only
+        // precision.
+        let _ = sys::enable_rx_timestamps(fd);
         c.t_ns = now;
         self.io.pending += 1;
         if let Some(ip) = self.io.next_source_ip() {

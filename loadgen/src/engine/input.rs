@@ -45,13 +45,18 @@ impl<S: Scenario> Worker<S> {
         let mut scratch = std::mem::take(&mut self.scratch);
         loop {
             let fd = self.io.conns[idx].fd;
-            match sys::read(fd, &mut scratch) {
-                Ok(0) => {
+            match sys::recv_stamped(fd, &mut scratch) {
+                Ok((0, _)) => {
                     self.on_eof(idx, now);
                     break;
                 }
-                Ok(n) => {
-                    self.on_bytes(idx, gen, &scratch[..n], now);
+                Ok((n, ts)) => {
+                    // When the bytes reached the socket, not when we got to them: a late
+                    // read (a tick, a busy loop) does not enter any latency.
+                    let at = ts.map_or(now, |t| {
+                        (t as i64 - self.real_minus_mono).clamp(0, now as i64) as u64
+                    });
+                    self.on_bytes(idx, gen, &scratch[..n], at);
                     if self.io.conns[idx].gen != gen || n < scratch.len() {
                         break;
                     }

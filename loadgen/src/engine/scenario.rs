@@ -17,6 +17,12 @@ pub trait Scenario: Send + 'static {
         None
     }
 
+    /// Whether `--tick` may batch this scenario's sends and reads (false where a time is
+    /// taken in user space on arrival, such as an HTTP answer).
+    fn batches(&self) -> bool {
+        true
+    }
+
     /// Heartbeat: ping every open connection this often (None: no pings).
     fn ping_interval_ns(&self) -> Option<u64> {
         None

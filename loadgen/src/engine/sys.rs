@@ -123,6 +123,84 @@ pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
     }
 }
 
+/// Asks the kernel to timestamp what arrives on `fd` (`SO_TIMESTAMPNS`): [`recv_stamped`]
+/// then says when the bytes reached the socket, whenever the worker reads them.
+pub fn enable_rx_timestamps(fd: i32) -> Result<(), i32> {
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// `recvmsg(2)` into `buf`: bytes read (`Ok(0)`: end of stream) and, when the socket has
+/// receive timestamps on, the CLOCK_REALTIME ns at which the last of them arrived.
+pub fn recv_stamped(fd: i32, buf: &mut [u8]) -> Result<(usize, Option<u64>), i32> {
+    // Room for one SCM_TIMESTAMPNS control message (a timespec) with its header.
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    loop {
+        // SAFETY: an all-zero msghdr is valid; its pointers are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.0.len() as _;
+        // SAFETY: msg points at a valid iovec and control buffer for the call.
+        let r = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+        if r < 0 {
+            match errno() {
+                libc::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        let mut ts = None;
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+        // msg_controllen; the timespec is read unaligned.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let t: libc::timespec =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    ts = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        return Ok((r as usize, ts));
+    }
+}
+
+/// CLOCK_REALTIME ns (the clock of kernel receive timestamps).
+pub fn realtime_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: t is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `mono_ns` (returns early on a signal).
+pub fn sleep_until(mono_ns: u64) {
+    let t = libc::timespec {
+        tv_sec: (mono_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (mono_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: t is a valid timespec; a null remainder is allowed with TIMER_ABSTIME.
+    unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &t,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
 /// `send(2)` without SIGPIPE: bytes written, or errno (`EAGAIN` when the buffer is full).
 pub fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
     loop {

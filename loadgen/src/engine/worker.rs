@@ -43,6 +43,11 @@ const CONNECT_MAX_LAG_NS: u64 = 10_000_000;
 const SEND_MAX_LAG_NS: u64 = 1_000_000_000;
 /// Longest sleep of the loop.
 const MAX_SLEEP_NS: u64 = 10_000_000;
+/// CLOCK_REALTIME − CLOCK_MONOTONIC now.
+fn clock_offset() -> i64 {
+    sys::realtime_ns() as i64 - payload::now_ns() as i64
+}
+
 /// Placeholder key in the pre-built request (24 base64 characters, like a real key).
 pub(super) const KEY_PLACEHOLDER: &str = "AAAAAAAAAAAAAAAAAAAAAA==";
 
@@ -59,6 +64,10 @@ pub struct Worker<S> {
     pub(super) timers: Timers,
     connect_pacer: Pacer,
     msg_pacer: Option<Pacer>,
+    /// `--tick` (0: off).
+    tick_ns: u64,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns: converts kernel receive timestamps.
+    pub(super) real_minus_mono: i64,
     /// Next slot the stage may want opened.
     cursor: usize,
     second: u32,
@@ -91,6 +100,7 @@ impl<S: Scenario> Worker<S> {
             sh.start_ns,
             CONNECT_MAX_LAG_NS,
         );
+        let tick_ns = if sc.batches() { sh.cfg.tick_ns } else { 0 };
         Ok(Self {
             io: Io::new(id, sh, ep, slots),
             sc,
@@ -102,6 +112,8 @@ impl<S: Scenario> Worker<S> {
             timers: Timers::default(),
             connect_pacer,
             msg_pacer,
+            tick_ns,
+            real_minus_mono: clock_offset(),
             cursor: 0,
             second: 0,
             open_at_end: None,
@@ -121,8 +133,10 @@ impl<S: Scenario> Worker<S> {
             if sec != self.second {
                 self.flush(false);
                 self.second = sec;
+                self.real_minus_mono = clock_offset();
             }
             let mut busy = false;
+            let ticking = self.ticking();
             self.sc.turn(&self.io);
             match self.io.phase {
                 Phase::Run => {
@@ -135,7 +149,8 @@ impl<S: Scenario> Worker<S> {
                         self.set_stage(stage, now);
                     }
                     busy |= self.open_due(now);
-                    busy |= self.send_due(now);
+                    let horizon = if ticking { now + self.tick_ns } else { now };
+                    busy |= self.send_due(now, horizon);
                 }
                 Phase::Drain(until) => {
                     if (self.io.in_flight == 0 && self.sc.settled(&self.io, now)) || now >= until {
@@ -151,8 +166,20 @@ impl<S: Scenario> Worker<S> {
             }
             self.timers(now);
             self.close_failed(now);
-            let timeout_ns = if busy { 0 } else { self.next_wake(now) };
-            let n = self.io.ep.wait_ns(&mut events, timeout_ns);
+            let n = if busy {
+                self.io.ep.wait_ns(&mut events, 0)
+            } else if self.ticking() {
+                let tick = self.tick_ns;
+                let next_tick = start_ns + (elapsed / tick + 1) * tick;
+                let wake = [self.sc.next_deadline(), self.timers.next_due()]
+                    .into_iter()
+                    .flatten()
+                    .fold(next_tick, u64::min);
+                sys::sleep_until(wake);
+                self.io.ep.wait_ns(&mut events, 0)
+            } else {
+                self.io.ep.wait_ns(&mut events, self.next_wake(now))
+            };
             if n > 0 {
                 let now = payload::now_ns();
                 for ev in events.iter().take(n) {
@@ -163,6 +190,17 @@ impl<S: Scenario> Worker<S> {
             }
         }
         self.finish();
+    }
+
+    /// Whether sends and reads are batched per tick now (see `--tick`): only in an open
+    /// loop while no connect is due or in progress, since connect and handshake times are
+    /// taken in user space.
+    fn ticking(&self) -> bool {
+        self.tick_ns > 0
+            && self.msg_pacer.is_some()
+            && self.io.phase == Phase::Run
+            && self.io.pending == 0
+            && self.cursor >= self.io.target
     }
 
     /// How long the loop may sleep: until the next paced event or timer, at most 10 ms.
@@ -257,7 +295,9 @@ impl<S: Scenario> Worker<S> {
 
     /// Sends the messages the constant-rate schedule says are due. Returns whether more are
     /// due right now.
-    fn send_due(&mut self, now: u64) -> bool {
+    /// Messages intended up to `horizon` (≥ `now`) go now; one intended later than `now`
+    /// is timed from `now`, when it is really sent.
+    fn send_due(&mut self, now: u64, horizon: u64) -> bool {
         let Some(mut pacer) = self.msg_pacer.take() else {
             return false;
         };
@@ -266,8 +306,8 @@ impl<S: Scenario> Worker<S> {
             pacer.rebase(now); // no debt accumulates while nothing can send
         } else {
             let mut n = 0;
-            while let Some(intended) = pacer.take(now) {
-                self.sc.send_scheduled(&mut self.io, intended, now);
+            while let Some(intended) = pacer.take(horizon) {
+                self.sc.send_scheduled(&mut self.io, intended.min(now), now);
                 n += 1;
                 if n >= BATCH {
                     more = true;

@@ -30,6 +30,9 @@ pub struct ConfigEcho {
     /// --warmup: messages intended in this leading part are not in the latency histograms.
     #[serde(default)]
     pub warmup_ms: u64,
+    /// `--tick` in µs (0: every event woke the workers).
+    #[serde(default)]
+    pub tick_us: u64,
     pub nofile_soft: u64,
     pub nofile_hard: u64,
 }

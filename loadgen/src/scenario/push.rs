@@ -99,6 +99,11 @@ impl Scenario for Push {
         self.rate
     }
 
+    /// POST round trips are timed when their answer is read.
+    fn batches(&self) -> bool {
+        false
+    }
+
     /// Each connection registers its own user id, so no shared template.
     fn request(&mut self, io: &Io, idx: usize, key: &str, out: &mut Vec<u8>) -> bool {
         let t = &io.sh.cfg.target;

@@ -29,6 +29,8 @@ pub struct Behaviour {
     pub reject_status: Option<u16>,
     /// Close every connection with 1001 this long after its handshake.
     pub close_after: Option<Duration>,
+    /// Hold every message this long before echoing it.
+    pub echo_delay: Option<Duration>,
 }
 
 /// What the server saw.
@@ -111,6 +113,9 @@ fn serve(stream: TcpStream, seen: Arc<Seen>, stop: Arc<AtomicBool>, b: Behaviour
     loop {
         match ws.read() {
             Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                if let Some(d) = b.echo_delay {
+                    std::thread::sleep(d);
+                }
                 if ws.send(m).is_err() {
                     break;
                 }

@@ -94,6 +94,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
 
+    /// Open-loop runs (a --rate above 0): the messages due within the next tick leave
+    /// together and what arrived is read once per tick, so a worker wakes once per tick
+    /// instead of once per send and once per reply. Latency does not include the tick:
+    /// arrival times are the kernel's receive timestamps (SO_TIMESTAMPNS), and a message
+    /// sent ahead of its schedule is timed from when it was sent. While connects or
+    /// handshakes are in progress, and in closed loops and push runs, every event wakes
+    /// the worker as with --tick 0.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub tick: Duration,
+
     /// Broadcast: how many connections publish (the first ones of each worker); --rate is
     /// shared among them. With --rate 0 each publisher sends its next message when its own
     /// previous one comes back to it (closed loop; needs the room's echo).
@@ -168,6 +178,9 @@ pub struct RunArgs {
     pub progress: ProgressMode,
 }
 
+/// Longest `--tick`.
+pub const MAX_TICK: Duration = Duration::from_millis(100);
+
 /// `ws-loadgen run` arguments on their own (what `ceiling` hands its agents).
 #[derive(Debug, Parser)]
 #[command(name = "ws-loadgen-run")]
@@ -214,6 +227,12 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             "--warmup {:?} leaves nothing to measure: the run lasts {:?}",
             a.warmup,
             std::time::Duration::from_nanos(plan.total_ns())
+        ));
+    }
+    if a.tick > MAX_TICK {
+        return Err(format!(
+            "--tick {:?} is over {MAX_TICK:?}: sends would bunch into bursts that long",
+            a.tick
         ));
     }
     if !a.rate.is_finite() || a.rate < 0.0 {
@@ -371,6 +390,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         handshake_timeout_ns: ns(a.handshake_timeout),
         drain_ns: ns(a.drain_timeout),
         warmup_ns: ns(a.warmup),
+        tick_ns: ns(a.tick),
         max_frame: a.max_frame,
         nofile,
         publishers: a.publishers,

@@ -357,6 +357,7 @@ fn build_report(
             handshake_timeout_ms: cfg.handshake_timeout_ns / 1_000_000,
             drain_timeout_ms: cfg.drain_ns / 1_000_000,
             warmup_ms: cfg.warmup_ns / 1_000_000,
+            tick_us: cfg.tick_ns / 1_000,
             nofile_soft: cfg.nofile.0,
             nofile_hard: cfg.nofile.1,
         },
