@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "independent peers the tests talk to (Python websockets)"
+python3 -c "import websockets" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check websockets
+python3 -c "import websockets; print('websockets', websockets.__version__)"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

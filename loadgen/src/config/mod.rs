@@ -13,6 +13,10 @@ use plan::Plan;
 pub struct Target {
     /// The URL as given.
     pub url: String,
+    /// `wss://`.
+    pub tls: bool,
+    /// The URL's host (what TLS checks the certificate against unless `--sni` says other).
+    pub host: String,
     pub addr: SocketAddr,
     /// `Host` header value.
     pub host_header: String,
@@ -23,6 +27,7 @@ pub struct Target {
 pub mod parse;
 pub mod plan;
 pub mod source_ip;
+pub mod tls;
 
 /// What each connection does once open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -53,25 +58,24 @@ impl ScenarioKind {
     }
 }
 
-/// Parses and resolves a `ws://` URL.
+/// Parses and resolves a `ws://` or `wss://` URL.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let u = url::Url::parse(s)
         .map_err(|e| format!("bad URL {s:?}: {e} (expected ws://HOST[:PORT]/PATH)"))?;
-    match u.scheme() {
-        "ws" => {}
-        "wss" => {
+    let tls = match u.scheme() {
+        "ws" => false,
+        "wss" => true,
+        other => {
             return Err(format!(
-                "{s}: TLS (wss://) is not supported; ws-loadgen speaks plain ws:// only \
-                 (measure the server behind its TLS terminator, or the terminator with ws://)"
+                "bad URL {s:?}: scheme {other:?} is not ws:// or wss://"
             ))
         }
-        other => return Err(format!("bad URL {s:?}: scheme {other:?} is not ws://")),
-    }
+    };
     let host = u
         .host_str()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| format!("bad URL {s:?}: no host"))?;
-    let port = u.port().unwrap_or(80);
+    let port = u.port().unwrap_or(if tls { 443 } else { 80 });
     // url keeps IPv6 literals in brackets, which the resolver does not want.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addr = (bare, port)
@@ -93,6 +97,8 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     }
     Ok(Target {
         url: s.to_string(),
+        tls,
+        host: bare.to_string(),
         addr,
         host_header,
         path_and_query,
@@ -123,6 +129,8 @@ pub struct RunConfig {
     pub warmup_ns: u64,
     /// Open loop: sends and reads are batched per tick (0: every event wakes the worker).
     pub tick_ns: u64,
+    /// `wss://`: what the TLS client trusts and presents.
+    pub tls: Option<tls::TlsClient>,
     pub max_frame: usize,
     /// RLIMIT_NOFILE after raising the soft limit to the hard one.
     pub nofile: (u64, u64),
@@ -192,9 +200,10 @@ mod tests {
         assert_eq!(t.path_and_query, "/");
         let t = parse_target("ws://localhost/").unwrap();
         assert_eq!(t.addr.port(), 80);
-        assert!(parse_target("wss://127.0.0.1/")
-            .unwrap_err()
-            .contains("TLS"));
+        let t = parse_target("wss://127.0.0.1/").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.addr.port(), 443);
+        assert!(!parse_target("ws://127.0.0.1/").unwrap().tls);
         assert!(parse_target("http://127.0.0.1/").is_err());
         assert!(parse_target("not a url").is_err());
         assert!(parse_target("ws://no-such-host.invalid/").is_err());

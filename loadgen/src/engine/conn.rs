@@ -15,6 +15,8 @@ pub enum State {
     Backoff,
     /// `connect()` issued, waiting for writable.
     Connecting,
+    /// wss://: TCP is up, the TLS handshake is under way.
+    Tls,
     /// Upgrade request sent, waiting for the `101`.
     Handshaking,
     /// Upgraded: the scenario runs.
@@ -57,6 +59,8 @@ pub struct Conn {
     pub rbuf: Vec<u8>,
     /// Bytes the kernel would not take yet (empty, unallocated, when idle).
     pub wbuf: Vec<u8>,
+    /// wss://: the TLS session (None over ws://).
+    pub tls: Option<Box<crate::engine::tls::Tls>>,
 }
 
 impl Default for Conn {
@@ -77,6 +81,7 @@ impl Default for Conn {
             ping_ns: 0,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -89,7 +94,10 @@ impl Conn {
 
     /// Whether the socket is connecting or handshaking.
     pub fn is_pending(&self) -> bool {
-        matches!(self.state, State::Connecting | State::Handshaking)
+        matches!(
+            self.state,
+            State::Connecting | State::Tls | State::Handshaking
+        )
     }
 
     /// Heap bytes owned by this slot.

@@ -12,6 +12,7 @@ use crate::engine::io::Phase;
 use crate::engine::scenario::Scenario;
 use crate::engine::stats::record_ns;
 use crate::engine::sys;
+use crate::engine::tls::Tls;
 use crate::engine::worker::Worker;
 
 /// Back-off: first delay and cap.
@@ -68,15 +69,45 @@ impl<S: Scenario> Worker<S> {
         }
     }
 
-    /// TCP is up: send the upgrade request with a fresh key.
+    /// TCP is up: start TLS (wss://) or send the upgrade request.
     pub(super) fn on_connected(&mut self, idx: usize, now: u64) {
         let c = &mut self.io.conns[idx];
         record_ns(&mut self.io.stats.h.connect, now.saturating_sub(c.t_ns));
-        c.state = State::Handshaking;
         c.t_ns = now;
         let gen = c.gen;
         let due = now + self.io.sh.cfg.handshake_timeout_ns;
         self.timers.handshake.push(due, idx, gen);
+        let Some((config, name)) = &self.tls else {
+            return self.send_upgrade(idx, now);
+        };
+        match Tls::new(config.clone(), name.clone()) {
+            Ok(t) => {
+                let c = &mut self.io.conns[idx];
+                c.tls = Some(t);
+                c.state = State::Tls;
+                self.io.send_records(idx); // the ClientHello
+            }
+            Err(class) => self.connect_failed(idx, &class, now),
+        }
+    }
+
+    /// wss://: the TLS handshake is done (the records that finished it arrived at `now`).
+    pub(super) fn tls_established(&mut self, idx: usize, now: u64) {
+        let c = &mut self.io.conns[idx];
+        record_ns(&mut self.io.stats.h.tls, now.saturating_sub(c.t_ns));
+        if c.tls.as_ref().is_some_and(|t| t.resumed()) {
+            self.io.stats.c.tls_resumed += 1;
+        } else {
+            self.io.stats.c.tls_full += 1;
+        }
+        self.send_upgrade(idx, now);
+    }
+
+    /// Sends the upgrade request with a fresh key.
+    fn send_upgrade(&mut self, idx: usize, now: u64) {
+        let c = &mut self.io.conns[idx];
+        c.state = State::Handshaking;
+        c.t_ns = now;
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&self.io.random().to_le_bytes());
         raw[8..].copy_from_slice(&self.io.random().to_le_bytes());

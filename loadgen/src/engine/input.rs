@@ -56,7 +56,11 @@ impl<S: Scenario> Worker<S> {
                     let at = ts.map_or(now, |t| {
                         (t as i64 - self.real_minus_mono).clamp(0, now as i64) as u64
                     });
-                    self.on_bytes(idx, gen, &scratch[..n], at);
+                    if self.io.conns[idx].tls.is_some() {
+                        self.on_ciphertext(idx, gen, &scratch[..n], at);
+                    } else {
+                        self.on_bytes(idx, gen, &scratch[..n], at);
+                    }
                     if self.io.conns[idx].gen != gen || n < scratch.len() {
                         break;
                     }
@@ -71,8 +75,37 @@ impl<S: Scenario> Worker<S> {
         self.scratch = scratch;
     }
 
+    /// wss://: records for slot `idx`; what they carry goes on as plaintext.
+    fn on_ciphertext(&mut self, idx: usize, gen: u32, data: &[u8], now: u64) {
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let r = match self.io.conns[idx].tls.as_mut() {
+            Some(t) => t.receive(data, &mut plain),
+            None => Ok(()),
+        };
+        if let Err(class) = r {
+            self.plain = plain;
+            // An alert of ours may explain the failure to the server.
+            self.io.send_records(idx);
+            return match self.io.conns[idx].state {
+                State::Tls | State::Handshaking => self.connect_failed(idx, &class, now),
+                _ => self.lost(idx, &class, now),
+            };
+        }
+        self.io.send_records(idx);
+        let c = &self.io.conns[idx];
+        if c.state == State::Tls && c.tls.as_ref().is_some_and(|t| !t.handshaking()) {
+            self.tls_established(idx, now);
+        }
+        if !plain.is_empty() && self.io.conns[idx].gen == gen {
+            self.on_bytes(idx, gen, &plain, now);
+        }
+        self.plain = plain;
+    }
+
     fn on_eof(&mut self, idx: usize, now: u64) {
         match self.io.conns[idx].state {
+            State::Tls => self.connect_failed(idx, "closed_during_tls_handshake", now),
             State::Handshaking => self.connect_failed(idx, "closed_during_handshake", now),
             State::Closing => self.finish_close(idx),
             _ => self.lost(idx, "eof", now),

@@ -67,6 +67,8 @@ pub struct Io {
     /// Sockets that failed during a write: (slot, generation, errno), closed by the worker.
     pub errors: Vec<(u32, u32, i32)>,
     out: Vec<u8>,
+    /// TLS records being sent.
+    sealed: Vec<u8>,
     rng: u64,
     src: Vec<IpAddr>,
     src_next: usize,
@@ -102,6 +104,7 @@ impl Io {
             target: 0,
             errors: Vec::new(),
             out: Vec::with_capacity(64 * 1024),
+            sealed: Vec::new(),
             rng,
             src_next: id,
             src,
@@ -230,8 +233,34 @@ impl Io {
         self.out = out;
     }
 
-    /// Writes now what the kernel takes; queues the rest in the slot's `wbuf`.
+    /// Sends `data` on slot `idx` (sealed into TLS records over wss://).
     pub fn send_bytes(&mut self, idx: usize, data: &[u8]) {
+        let Some(t) = self.conns[idx].tls.as_mut() else {
+            return self.send_raw(idx, data);
+        };
+        let mut out = std::mem::take(&mut self.sealed);
+        out.clear();
+        t.seal(data, &mut out);
+        self.send_raw(idx, &out);
+        self.sealed = out;
+    }
+
+    /// wss://: sends the records TLS has ready (handshake messages, alerts).
+    pub(super) fn send_records(&mut self, idx: usize) {
+        let Some(t) = self.conns[idx].tls.as_mut() else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.sealed);
+        out.clear();
+        t.records(&mut out);
+        if !out.is_empty() {
+            self.send_raw(idx, &out);
+        }
+        self.sealed = out;
+    }
+
+    /// Writes now what the kernel takes; queues the rest in the slot's `wbuf`.
+    fn send_raw(&mut self, idx: usize, data: &[u8]) {
         let c = &mut self.conns[idx];
         if c.fd < 0 {
             return;

@@ -14,4 +14,5 @@ pub mod shared;
 pub mod stats;
 pub mod sys;
 pub mod timers;
+pub mod tls;
 pub mod worker;

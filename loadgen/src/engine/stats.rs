@@ -42,6 +42,8 @@ pub struct Hists {
     pub delivery: Histogram<u64>,
     /// Push: HTTP POST round trip, `connect()` to the answer read.
     pub http: Histogram<u64>,
+    /// wss://: TCP connected to the TLS handshake done (before the upgrade).
+    pub tls: Histogram<u64>,
 }
 
 impl Default for Hists {
@@ -53,6 +55,7 @@ impl Default for Hists {
             pong: new_hist(),
             delivery: new_hist(),
             http: new_hist(),
+            tls: new_hist(),
         }
     }
 }
@@ -65,10 +68,11 @@ impl Hists {
         let _ = self.pong.add(&o.pong);
         let _ = self.delivery.add(&o.delivery);
         let _ = self.http.add(&o.http);
+        let _ = self.tls.add(&o.tls);
     }
 
     /// `(name, histogram)` pairs in a fixed order.
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 6] {
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 7] {
         [
             ("connect", &self.connect),
             ("handshake", &self.handshake),
@@ -76,6 +80,7 @@ impl Hists {
             ("pong", &self.pong),
             ("delivery", &self.delivery),
             ("http", &self.http),
+            ("tls", &self.tls),
         ]
     }
 }
@@ -134,6 +139,11 @@ pub struct Counters {
     /// Push: POSTs not answered 200 (404 no such user, 413, other statuses, failures).
     #[serde(default)]
     pub push_failed: u64,
+    /// wss://: full TLS handshakes, and resumed ones (`--tls-resume`).
+    #[serde(default)]
+    pub tls_full: u64,
+    #[serde(default)]
+    pub tls_resumed: u64,
 }
 
 impl Counters {
@@ -163,6 +173,8 @@ impl Counters {
         self.fanout_duplicates += o.fanout_duplicates;
         self.push_deliveries_expected += o.push_deliveries_expected;
         self.push_failed += o.push_failed;
+        self.tls_full += o.tls_full;
+        self.tls_resumed += o.tls_resumed;
     }
 
     /// Failed operations: failed connects, drops, lost messages, missing broadcast

@@ -61,6 +61,14 @@ pub struct Worker<S> {
     pub(super) key_at: usize,
     /// Where a connection's request is assembled.
     pub(super) reqbuf: Vec<u8>,
+    /// Plaintext out of TLS, for the frame parser.
+    pub(super) plain: Vec<u8>,
+    /// wss://: this worker's TLS client configuration (its own session cache) and the
+    /// server name.
+    pub(super) tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     pub(super) timers: Timers,
     connect_pacer: Pacer,
     msg_pacer: Option<Pacer>,
@@ -101,6 +109,10 @@ impl<S: Scenario> Worker<S> {
             CONNECT_MAX_LAG_NS,
         );
         let tick_ns = if sc.batches() { sh.cfg.tick_ns } else { 0 };
+        let tls = match &sh.cfg.tls {
+            Some(t) => Some((t.config()?, t.server_name.clone())),
+            None => None,
+        };
         Ok(Self {
             io: Io::new(id, sh, ep, slots),
             sc,
@@ -109,6 +121,8 @@ impl<S: Scenario> Worker<S> {
             request,
             key_at,
             reqbuf: Vec::new(),
+            plain: Vec::new(),
+            tls,
             timers: Timers::default(),
             connect_pacer,
             msg_pacer,
@@ -261,7 +275,7 @@ impl<S: Scenario> Worker<S> {
     fn retire(&mut self, idx: usize, now: u64) {
         match self.io.conns[idx].state {
             State::Open => self.start_close(idx, now),
-            State::Connecting | State::Handshaking | State::Backoff => {
+            State::Connecting | State::Tls | State::Handshaking | State::Backoff => {
                 self.close_fd(idx);
                 self.io.conns[idx].state = State::Idle;
             }
@@ -329,7 +343,9 @@ impl<S: Scenario> Worker<S> {
             }
         }
         while let Some((idx, gen)) = self.timers.handshake.pop_due(now) {
-            if self.live(idx, gen, State::Handshaking) {
+            if self.live(idx, gen, State::Tls) {
+                self.connect_failed(idx, "tls_handshake_timeout", now);
+            } else if self.live(idx, gen, State::Handshaking) {
                 self.connect_failed(idx, "handshake_timeout", now);
             }
         }
@@ -388,7 +404,9 @@ impl<S: Scenario> Worker<S> {
 
     pub(super) fn on_io_error(&mut self, idx: usize, e: i32, now: u64) {
         match self.io.conns[idx].state {
-            State::Connecting | State::Handshaking => self.connect_failed(idx, &errno_name(e), now),
+            State::Connecting | State::Tls | State::Handshaking => {
+                self.connect_failed(idx, &errno_name(e), now)
+            }
             State::Closing => self.finish_close(idx),
             _ => self.lost(idx, &errno_name(e), now),
         }
@@ -415,6 +433,13 @@ impl<S: Scenario> Worker<S> {
         if c.fd < 0 {
             return;
         }
+        if let (Some(t), State::Closing) = (c.tls.as_mut(), c.state) {
+            // A clean end: say so at the TLS layer too (best effort, nothing waits for it).
+            let mut out = Vec::new();
+            t.close_notify(&mut out);
+            let _ = sys::write(c.fd, &out);
+        }
+        c.tls = None;
         sys::close(c.fd);
         c.fd = -1;
         c.gen = c.gen.wrapping_add(1);
@@ -432,7 +457,7 @@ impl<S: Scenario> Worker<S> {
         c.rbuf = Vec::new();
         c.wbuf = Vec::new();
         match c.state {
-            State::Connecting | State::Handshaking => io.pending -= 1,
+            State::Connecting | State::Tls | State::Handshaking => io.pending -= 1,
             State::Closing => io.closing -= 1,
             State::Open => self.leave_open(idx),
             _ => {}
@@ -483,7 +508,7 @@ impl<S: Scenario> Worker<S> {
         for idx in 0..self.io.conns.len() {
             if matches!(
                 self.io.conns[idx].state,
-                State::Connecting | State::Handshaking | State::Backoff
+                State::Connecting | State::Tls | State::Handshaking | State::Backoff
             ) {
                 self.close_fd(idx);
                 self.io.conns[idx].state = State::Idle;

@@ -99,6 +99,9 @@ pub struct Latency {
     /// Push: HTTP POST round trip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HistSummary>,
+    /// wss://: TCP connected to TLS handshake done (`handshake` is then the upgrade alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HistSummary>,
     /// Replies and deliveries left out of rtt/delivery because their message was intended
     /// during --warmup.
     #[serde(default)]
@@ -116,6 +119,7 @@ impl Latency {
             pong: HistSummary::of(&h.pong),
             delivery: some(&h.delivery),
             http: some(&h.http),
+            tls: some(&h.tls),
             warmup_excluded: 0,
         }
     }
@@ -305,6 +309,25 @@ pub struct Report {
     /// `--scenario push` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushReport>,
+    /// wss:// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsReport>,
+}
+
+/// How a wss:// run spoke TLS.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TlsReport {
+    /// The name sent as SNI and checked against the certificate.
+    pub server_name: String,
+    /// Certificates were not checked (`--insecure`).
+    pub insecure: bool,
+    /// Where the trusted roots came from.
+    pub roots: String,
+    pub client_cert: bool,
+    /// `--tls-resume`.
+    pub resume: bool,
+    pub handshakes_full: u64,
+    pub handshakes_resumed: u64,
 }
 
 fn ms(us: u64) -> String {
@@ -456,6 +479,26 @@ impl Report {
                 si(m.bytes_received_per_s)
             );
         }
+        if let Some(t) = &self.tls {
+            let _ = writeln!(
+                s,
+                "TLS          handshakes full {}  resumed {}  server name {}  roots {}{}{}",
+                t.handshakes_full,
+                t.handshakes_resumed,
+                t.server_name,
+                t.roots,
+                if t.client_cert {
+                    "  client certificate"
+                } else {
+                    ""
+                },
+                if t.insecure {
+                    "  INSECURE: server certificates not checked"
+                } else {
+                    ""
+                }
+            );
+        }
         let h = &self.heartbeat;
         if self.scenario == ScenarioKind::Hold || h.pings_sent > 0 {
             let _ = writeln!(
@@ -476,6 +519,7 @@ impl Report {
         let delivery_name = self.scenario.latency_name();
         let mut rows = vec![
             ("connect", Some(&l.connect)),
+            ("tls", l.tls.as_ref()),
             ("handshake", Some(&l.handshake)),
             ("rtt", Some(&l.rtt)),
             ("pong", Some(&l.pong)),

@@ -6,6 +6,8 @@
 //! pointed at `ws-server` by starting it ([`WsServer`]) and passing its URL.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};

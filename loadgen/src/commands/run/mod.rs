@@ -20,7 +20,7 @@ use crate::report::aggregate::Agg;
 use crate::report::progress::{Progress, Tick};
 use crate::report::run::{
     BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, Messages, Process, PushReport,
-    Report, StageReport,
+    Report, StageReport, TlsReport,
 };
 use crate::report::thresholds::{Observed, Thresholds};
 use crate::report::{write_file, write_json};
@@ -425,6 +425,15 @@ fn build_report(
         error,
         broadcast,
         push,
+        tls: cfg.tls.as_ref().map(|t| TlsReport {
+            server_name: t.server_name.to_str().into_owned(),
+            insecure: t.insecure,
+            roots: t.roots_from.clone(),
+            client_cert: t.has_client_cert(),
+            resume: t.resume,
+            handshakes_full: c.tls_full,
+            handshakes_resumed: c.tls_resumed,
+        }),
     };
     if let Some(path) = &args.json {
         write_json("ws-loadgen", path, "the JSON report", &report);
