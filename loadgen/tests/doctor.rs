@@ -271,7 +271,7 @@ fn bad_usage_exits_2() {
     let (code, _, text) = b.doctor(&["-c", "10", "--server-pid", "999999999"], None);
     assert_eq!(code, 2, "{text}");
     let out = Command::new(bin())
-        .args(["doctor", "wss://127.0.0.1:1/", "-c", "10"])
+        .args(["doctor", "ws://127.0.0.1:1/", "-c", "10", "--insecure"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -359,7 +359,8 @@ fn hdr_interval_log_is_written() {
 #[test]
 fn bad_arguments_exit_2_with_a_clear_message() {
     let cases: &[(&[&str], &str)] = &[
-        (&["wss://127.0.0.1:1/ws"], "TLS"),
+        (&["ws://127.0.0.1:1/ws", "--insecure"], "needs a wss:// URL"),
+        (&["ws://127.0.0.1:1/ws", "--tick", "1s"], "--tick"),
         (&["http://127.0.0.1:1/"], "scheme"),
         (&["not a url"], "bad URL"),
         (&["ws://127.0.0.1:1/", "-c", "50000"], "RLIMIT_NOFILE"),

@@ -276,3 +276,43 @@ fn tls_options_without_wss_and_bad_files_exit_2_before_connecting() {
         assert!(r.stdout.is_empty(), "no run, no report: {}", r.stdout);
     }
 }
+
+#[test]
+fn doctor_measures_what_a_handshake_costs() {
+    let c = certs();
+    let peer = Peer::start(&c, &[]);
+    let json = temp_path("doctor-tls.json");
+    let out = Command::new(common::bin())
+        .args([
+            "doctor",
+            &peer.url("localhost"),
+            "-c",
+            "1000",
+            "--tls-probe",
+            "20",
+        ])
+        .args([
+            "--ca",
+            s(&c.ca),
+            "--metrics-url",
+            "none",
+            "--json",
+            s(&json),
+        ])
+        .output()
+        .expect("doctor runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{text}");
+    assert!(
+        text.contains("TLS full     20 handshakes measured"),
+        "{text}"
+    );
+    let v = common::read_json(&json);
+    assert_eq!(v["tls"]["full"]["handshakes"], 20, "{v}");
+    assert!(
+        v["tls"]["full"]["client_cpu_us"].as_f64().unwrap_or(0.0) > 0.0,
+        "{v}"
+    );
+    // The Python peer is a local process: its CPU is read too.
+    assert!(v["tls"]["full"]["server_cpu_us"].is_number(), "{v}");
+}

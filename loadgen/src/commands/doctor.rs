@@ -8,16 +8,18 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::config::parse::{parse_count, parse_source_ips_arg, SourceIps};
+use crate::config::tls::TlsArgs;
 use crate::limits::bounds::{
     measured_from_report, Diagnosis, GatherOpts, Inputs, Limits, ACCEPT_RATE_PER_CORE,
     KERNEL_BYTES_PER_SOCKET, LOADGEN_BYTES_PER_CONN, SERVER_BYTES_PER_CONN,
 };
 use crate::limits::metrics::MetricsUrl;
+use crate::limits::tls_probe::{probe, HandshakeCost};
 use crate::limits::{self};
 
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
-    /// Server URL: ws://HOST[:PORT]/PATH.
+    /// Server URL: ws://HOST[:PORT]/PATH or wss://...
     pub url: String,
 
     /// Connections to plan for (100k, 1M, 1_000_000 accepted).
@@ -81,6 +83,14 @@ pub struct DoctorArgs {
     /// Also write the bounds as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// wss://: full handshakes (and as many resumed ones) to make to the server, to measure
+    /// what a handshake costs both ends (0: do not measure).
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub tls_probe: u64,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `auto` (0) or a positive count.
@@ -141,6 +151,13 @@ pub fn run(a: &DoctorArgs) -> i32 {
             }
         }
     }
+    let tls = match a.tls.client_for(&target, &a.url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ws-loadgen doctor: {e}");
+            return 2;
+        }
+    };
     let (limits, _) = Limits::gather(&GatherOpts {
         target: target.addr,
         server_pid: a.server_pid,
@@ -172,7 +189,20 @@ pub fn run(a: &DoctorArgs) -> i32 {
             .or(kb)
             .unwrap_or(KERNEL_BYTES_PER_SOCKET),
     };
-    let d = Diagnosis::new(a.url.clone(), target.addr, limits, inputs);
+    let probe = tls.as_ref().filter(|_| a.tls_probe > 0).map(|t| {
+        let pid = limits.server.as_ref().and_then(|s| s.pid);
+        probe(&target, t, a.tls_probe, pid)
+    });
+    let mut inputs = inputs;
+    if let Some(us) = probe.as_ref().and_then(|p| p.full.server_cpu_us) {
+        // A server that handshakes TLS accepts no faster than its cores handshake.
+        let tls_rate = HandshakeCost::per_core(us) * server_cores as f64;
+        if a.server_accept_rate.is_none() && tls_rate < inputs.server_accept_rate {
+            inputs.server_accept_rate = tls_rate;
+        }
+    }
+    let mut d = Diagnosis::new(a.url.clone(), target.addr, limits, inputs);
+    d.tls = probe;
     print!("{}", d.to_text());
     if let Some(path) = &a.json {
         crate::report::write_json("ws-loadgen doctor", path, "JSON", &d);

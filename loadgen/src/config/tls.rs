@@ -12,6 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::config::Target;
+
 /// Session tickets a worker keeps for resumption (`--tls-resume`).
 const SESSIONS_PER_WORKER: usize = 4096;
 
@@ -52,15 +54,56 @@ impl std::fmt::Debug for TlsClient {
     }
 }
 
-/// What the command line says about TLS.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOptions {
+/// The TLS options of `run`, `ceiling` (through its agents' run arguments) and `doctor`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// wss://: accept any server certificate (the handshake's signatures are still
+    /// checked). Said in the report.
+    #[arg(long, help_heading = "TLS (wss://)")]
     pub insecure: bool,
+
+    /// wss://: trust the CA certificates in this PEM file instead of the system's roots.
+    #[arg(long, value_name = "FILE", help_heading = "TLS (wss://)")]
     pub ca: Option<PathBuf>,
+
+    /// wss://: the server name sent (SNI) and checked against its certificate (default:
+    /// the URL's host).
+    #[arg(long, value_name = "NAME", help_heading = "TLS (wss://)")]
     pub sni: Option<String>,
+
+    /// wss://: present this certificate chain (PEM) to servers that ask for one.
+    #[arg(long, value_name = "FILE", help_heading = "TLS (wss://)")]
     pub client_cert: Option<PathBuf>,
+
+    /// wss://: the private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", help_heading = "TLS (wss://)")]
     pub client_key: Option<PathBuf>,
-    pub resume: bool,
+
+    /// wss://: resume TLS sessions (tickets) on reconnect; the report counts resumed and
+    /// full handshakes.
+    #[arg(long, help_heading = "TLS (wss://)")]
+    pub tls_resume: bool,
+}
+
+impl TlsArgs {
+    /// The TLS client of a `wss://` target; TLS options with a `ws://` one are refused.
+    pub fn client_for(&self, target: &Target, url: &str) -> Result<Option<TlsClient>, String> {
+        if target.tls {
+            return TlsClient::new(self, &target.host).map(Some);
+        }
+        let given = [
+            (self.insecure, "--insecure"),
+            (self.ca.is_some(), "--ca"),
+            (self.sni.is_some(), "--sni"),
+            (self.client_cert.is_some(), "--client-cert"),
+            (self.client_key.is_some(), "--client-key"),
+            (self.tls_resume, "--tls-resume"),
+        ];
+        match given.iter().find(|g| g.0) {
+            Some((_, flag)) => Err(format!("{flag} needs a wss:// URL ({url} is ws://)")),
+            None => Ok(None),
+        }
+    }
 }
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -79,7 +122,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 
 impl TlsClient {
     /// Checks the options for a server named `host` (the URL's host).
-    pub fn new(o: &TlsOptions, host: &str) -> Result<Self, String> {
+    pub fn new(o: &TlsArgs, host: &str) -> Result<Self, String> {
         let provider = Arc::new(provider());
         let name = o.sni.as_deref().unwrap_or(host);
         let server_name = ServerName::try_from(name.to_string())
@@ -121,7 +164,7 @@ impl TlsClient {
         let t = Self {
             insecure: o.insecure,
             server_name,
-            resume: o.resume,
+            resume: o.tls_resume,
             roots_from,
             roots: Arc::new(roots),
             client_auth,
@@ -138,6 +181,11 @@ impl TlsClient {
 
     /// A fresh client configuration (one per worker: its own session cache).
     pub fn config(&self) -> Result<Arc<ClientConfig>, String> {
+        self.config_with_resumption(self.resume)
+    }
+
+    /// A fresh client configuration that does (or does not) resume sessions.
+    pub fn config_with_resumption(&self, resume: bool) -> Result<Arc<ClientConfig>, String> {
         let b = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
@@ -148,7 +196,7 @@ impl TlsClient {
                 .map_err(|e| format!("--client-cert/--client-key: {e}"))?,
             None => b.with_no_client_auth(),
         };
-        c.resumption = if self.resume {
+        c.resumption = if resume {
             Resumption::in_memory_sessions(SESSIONS_PER_WORKER)
         } else {
             Resumption::disabled()

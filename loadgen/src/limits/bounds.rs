@@ -497,6 +497,9 @@ pub struct Diagnosis {
     pub largest_feasible: Option<u64>,
     pub binding: Option<String>,
     pub feasible: bool,
+    /// wss://: what handshakes cost, measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::limits::tls_probe::TlsProbe>,
 }
 
 impl Diagnosis {
@@ -517,6 +520,7 @@ impl Diagnosis {
             largest_feasible: largest,
             binding,
             feasible,
+            tls: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 pub mod bounds;
 pub mod metrics;
+pub mod tls_probe;
 pub mod verdict;
 
 /// The sysctl tree every sysctl read goes through.

@@ -2,10 +2,64 @@
 //! to raise each limit that is too low.
 
 use crate::fmt::fmt_n;
-use crate::limits::bounds::{Bound, Diagnosis};
+use crate::limits::bounds::{Bound, Diagnosis, Inputs};
+use crate::limits::tls_probe::{HandshakeCost, TlsProbe};
+
+/// What the handshakes cost and the connect rate the cores sustain at that cost.
+fn tls_text(t: &TlsProbe, i: &Inputs, workers: u64) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let rate = |us: f64, cores: u64| HandshakeCost::per_core(us) * cores as f64;
+    let mut line = |kind: &str, c: &HandshakeCost| {
+        let _ = write!(
+            s,
+            "TLS {kind:<8} {} handshakes measured ({} resumed): load generator {:.0} µs CPU each (≈ {:.0}/s on its {workers} core(s))",
+            c.handshakes,
+            c.resumed,
+            c.client_cpu_us,
+            rate(c.client_cpu_us, workers)
+        );
+        if let Some(sv) = c.server_cpu_us {
+            let _ = write!(
+                s,
+                "; server {sv:.0} µs each (≈ {:.0}/s per core)",
+                rate(sv, 1)
+            );
+        }
+        let _ = writeln!(s);
+    };
+    if t.full.handshakes > 0 {
+        line("full", &t.full);
+    }
+    if let Some(r) = &t.resumed {
+        line("resumed", r);
+    }
+    for n in &t.notes {
+        let _ = writeln!(s, "TLS          {n}");
+    }
+    if t.full.handshakes > 0 && i.connect_rate > 0.0 {
+        let lg = rate(t.full.client_cpu_us, workers);
+        if i.connect_rate > lg {
+            let _ = writeln!(
+                s,
+                "TLS          --connect-rate {:.0}/s is more full handshakes than this load generator's cores make (≈ {lg:.0}/s): spread the ramp over more cores or machines, or use --tls-resume on reconnects",
+                i.connect_rate
+            );
+        }
+    }
+    s
+}
 
 impl Diagnosis {
     pub fn to_text(&self) -> String {
+        let mut s = self.bounds_text();
+        if let Some(t) = &self.tls {
+            s.push_str(&tls_text(t, &self.inputs, self.limits.loadgen_workers));
+        }
+        s
+    }
+
+    fn bounds_text(&self) -> String {
         use std::fmt::Write as _;
         let i = &self.inputs;
         let mut s = String::new();

@@ -11,7 +11,7 @@ use crate::config::parse::{
     parse_header, parse_ratio, parse_source_ips_arg, parse_stages_arg, SourceIps, Stages,
 };
 use crate::config::plan::{ns, parse_duration, Plan, Stage};
-use crate::config::tls::{TlsClient, TlsOptions};
+use crate::config::tls::TlsArgs;
 use crate::config::{
     ephemeral_ports, parse_target, query_param, RunConfig, ScenarioKind, FD_RESERVE,
     MAX_FRAME_LIMIT, MAX_PAYLOAD, MAX_PUSH_CONCURRENCY, MAX_TRACKING_BYTES,
@@ -136,32 +136,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub origin: Option<String>,
 
-    /// wss://: accept any server certificate (the handshake's signatures are still
-    /// checked). Said in the report.
-    #[arg(long, help_heading = "TLS (wss://)")]
-    pub insecure: bool,
-
-    /// wss://: trust the CA certificates in this PEM file instead of the system's roots.
-    #[arg(long, value_name = "FILE", help_heading = "TLS (wss://)")]
-    pub ca: Option<PathBuf>,
-
-    /// wss://: the server name sent (SNI) and checked against its certificate (default:
-    /// the URL's host).
-    #[arg(long, value_name = "NAME", help_heading = "TLS (wss://)")]
-    pub sni: Option<String>,
-
-    /// wss://: present this certificate chain (PEM) to servers that ask for one.
-    #[arg(long, value_name = "FILE", help_heading = "TLS (wss://)")]
-    pub client_cert: Option<PathBuf>,
-
-    /// wss://: the private key (PEM) of --client-cert.
-    #[arg(long, value_name = "FILE", help_heading = "TLS (wss://)")]
-    pub client_key: Option<PathBuf>,
-
-    /// wss://: resume TLS sessions (tickets) on reconnect; the report counts resumed and
-    /// full handshakes.
-    #[arg(long, help_heading = "TLS (wss://)")]
-    pub tls_resume: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Time allowed for the TCP connect.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -204,33 +180,6 @@ pub struct RunArgs {
     /// Live progress on stderr.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
-}
-
-/// The TLS client of a `wss://` target; TLS options without one are refused.
-fn tls_client(a: &RunArgs, target: &crate::config::Target) -> Result<Option<TlsClient>, String> {
-    let o = TlsOptions {
-        insecure: a.insecure,
-        ca: a.ca.clone(),
-        sni: a.sni.clone(),
-        client_cert: a.client_cert.clone(),
-        client_key: a.client_key.clone(),
-        resume: a.tls_resume,
-    };
-    if target.tls {
-        return TlsClient::new(&o, &target.host).map(Some);
-    }
-    let given = [
-        (a.insecure, "--insecure"),
-        (a.ca.is_some(), "--ca"),
-        (a.sni.is_some(), "--sni"),
-        (a.client_cert.is_some(), "--client-cert"),
-        (a.client_key.is_some(), "--client-key"),
-        (a.tls_resume, "--tls-resume"),
-    ];
-    match given.iter().find(|g| g.0) {
-        Some((_, flag)) => Err(format!("{flag} needs a wss:// URL ({} is ws://)", a.url)),
-        None => Ok(None),
-    }
 }
 
 /// Longest `--tick`.
@@ -381,7 +330,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
     if a.connect_timeout.is_zero() || a.handshake_timeout.is_zero() {
         return Err("--connect-timeout and --handshake-timeout must be more than 0".into());
     }
-    let tls = tls_client(a, &target)?;
+    let tls = a.tls.client_for(&target, &a.url)?;
     if tls.is_some() && a.scenario == ScenarioKind::Push {
         return Err(format!(
             "{}: --scenario push sends its POSTs as plain HTTP to the server's address; \
