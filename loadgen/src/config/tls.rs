@@ -86,6 +86,30 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The same options as command-line words (for `ceiling`'s agents).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let path = |p: &PathBuf| p.display().to_string();
+        let flags = [
+            (self.insecure, "--insecure"),
+            (self.tls_resume, "--tls-resume"),
+        ];
+        v.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
+        let valued = [
+            ("--ca", self.ca.as_ref().map(path)),
+            ("--sni", self.sni.clone()),
+            ("--client-cert", self.client_cert.as_ref().map(path)),
+            ("--client-key", self.client_key.as_ref().map(path)),
+        ];
+        for (flag, value) in valued {
+            if let Some(x) = value {
+                v.push(flag.to_string());
+                v.push(x);
+            }
+        }
+        v
+    }
+
     /// The TLS client of a `wss://` target; TLS options with a `ws://` one are refused.
     pub fn client_for(&self, target: &Target, url: &str) -> Result<Option<TlsClient>, String> {
         if target.tls {

@@ -32,6 +32,7 @@ use crate::config::parse::{
     parse_count, parse_header, parse_ratio, parse_source_ips_arg, SourceIps,
 };
 use crate::config::plan::parse_duration;
+use crate::config::tls::TlsArgs;
 use crate::engine::schedule::share;
 use crate::engine::stats::{decode_hist, merge_map, new_hist, Counters};
 use crate::fmt::{fmt_n, opt_us};
@@ -96,7 +97,7 @@ pub fn parse_step(s: &str) -> Result<Step, String> {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct CeilingArgs {
-    /// Server URL: ws://HOST[:PORT]/PATH.
+    /// Server URL: ws://HOST[:PORT]/PATH or wss://...
     pub url: String,
 
     /// Stop ramping at this many connections (100k, 1M accepted).
@@ -182,6 +183,9 @@ pub struct CeilingArgs {
     /// Progress on stderr (a line per step; `off` for none).
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Statistics accumulated over a window (a step, the hold, a second, the run).
@@ -443,6 +447,9 @@ pub fn run(a: &CeilingArgs) -> i32 {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
+    if let Err(e) = a.tls.client_for(&target, &a.url) {
+        return fail(e);
+    }
     if a.max == 0 {
         return fail("--max must be more than 0".into());
     }
@@ -567,6 +574,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         run_args.push("--origin".into());
         run_args.push(o.clone());
     }
+    run_args.extend(a.tls.to_args());
     let stop = crate::commands::stop_on_sigint();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut agents = Vec::new();
