@@ -23,6 +23,12 @@ Runs, for each server, the same phases with ws-loadgen:
                     a fixed rate, server CPU per million messages
   4. broadcast      fan-out latency and deliveries/s at a fixed rate, then max
                     (skipped when ws-loadgen has no --scenario broadcast)
+  5. load generators  ws-loadgen next to a goroutine-per-connection Go gorilla client, k6
+                    (one VU per connection) and tokio-ws-client, each alone on the load
+                    generator core against ws-server: CPU per message and memory per
+                    connection at 3000 connections x 2 msgs/s for 15 s, own p99, received vs
+                    sent, closed-loop max on 100 connections (scripts/lib/loadgen_compare.py;
+                    a missing Go or k6 is skipped with a note)
 and, once, the bare TCP connect+accept and echo rates (bare-tcp), the load generator's
 headroom (ws-loadgen and the bare client against the bare WebSocket echo server), and the
 floors: the bare WebSocket server under the servers' own echo, fixed-rate and opening loads
@@ -56,6 +62,9 @@ Options:
   --no-build             use the binaries already built
   --bin-dir DIR          take every binary from DIR (implies --no-build)
   --no-bare              skip the bare-tcp reference runs
+  --no-loadgen           skip the load-generator section (5)
+  --only-loadgen         run only the load-generator section (5)
+  --loadgen-repeat K     runs of each generator in that section, side by side (default 2, 1 in --quick)
   --no-netns             run in the host's network namespace (by default, as root, the run
                          moves into a private one, see below)
   --out DIR              output directory (default reports/compare-<timestamp>)
@@ -91,6 +100,9 @@ BARE=1
 OUT=""
 BIN_DIR=""
 NETNS=1
+LOADGEN_SECTION=1
+ONLY_LOADGEN=0
+LOADGEN_REPEAT=""
 
 need_val() { [ $# -ge 2 ] || { echo "compare.sh: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -112,6 +124,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --bin-dir) need_val "$@"; BIN_DIR=$2; BUILD=0; shift 2 ;;
         --no-bare) BARE=0; shift ;;
+        --no-loadgen) LOADGEN_SECTION=0; shift ;;
+        --only-loadgen) ONLY_LOADGEN=1; shift ;;
+        --loadgen-repeat) need_val "$@"; LOADGEN_REPEAT=$2; shift 2 ;;
         --no-netns) NETNS=0; shift ;;
         --out) need_val "$@"; OUT=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -207,6 +222,21 @@ fi
 for b in ws-loadgen bare-tcp tokio-ws-client; do
     [ -x "$BIN/$b" ] || { echo "compare.sh: $BIN/$b missing (build first, or drop --no-build)" >&2; exit 2; }
 done
+
+# Section 5, the load generators: its own program, since it times other tools (Go, k6).
+loadgen_section() {
+    local args=(--bin "$BIN" --out "$OUT/loadgens" --server-core "$SC1" --lg-core "$LC1"
+        --repeat "${LOADGEN_REPEAT:-$([ "$QUICK" = 1 ] && echo 1 || echo 2)}")
+    [ "$QUICK" = 1 ] && args+=(--quick)
+    log "load generators side by side (ws-loadgen, gorilla, k6, tokio-ws-client)"
+    python3 "$ROOT/scripts/lib/loadgen_compare.py" "${args[@]}" ||
+        note "the load-generator section failed (see $OUT/loadgens)"
+}
+if [ "$ONLY_LOADGEN" = 1 ]; then
+    loadgen_section | tee "$OUT/compare.md"
+    echo "report: $OUT/compare.md (raw reports in $OUT/loadgens)" >&2
+    exit 0
+fi
 
 # ---------------------------------------------------------------------------------------
 # processes: start, wait, stop, clean up on exit
@@ -1186,4 +1216,8 @@ print(f"Handshake and connect rates are timed for every client the same way: TCP
       f"timed). Run time {machine.get('elapsed_s', '?')} s.")
 PY
 echo >&2
+if [ "$LOADGEN_SECTION" = 1 ]; then
+    echo | tee -a "$OUT/compare.md"
+    loadgen_section | tee -a "$OUT/compare.md"
+fi
 echo "report: $OUT/compare.md (raw JSON and samples alongside)" >&2

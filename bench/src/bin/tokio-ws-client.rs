@@ -7,6 +7,11 @@
 //! flight), holds them `--hold` seconds (each task reading, so pings are answered), closes
 //! them, and prints handshakes/s and its own resident memory per connection. The last line
 //! on stdout is one JSON object.
+//!
+//! With `--rate R` every task also sends a `--size`-byte binary message R times a second
+//! while the connections are held (`--closed-loop`: the next one when the echo is back),
+//! each carrying its intended send time, and the report adds sent, received and the round
+//! trip's p50/p99: the load-generator section of `scripts/compare.sh` runs it like that.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
 use ws_bench::{cpu_seconds, ensure_fds, install_stop_signals, parse_duration, rss_bytes, stopped};
 
 #[derive(Parser)]
@@ -45,6 +52,15 @@ struct Cli {
     /// which is what a naive client gets).
     #[arg(long, value_name = "BYTES")]
     read_buffer_size: Option<usize>,
+    /// Echo load while holding: messages per second per connection (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Echo load while holding: one message in flight per connection, as fast as it returns.
+    #[arg(long)]
+    closed_loop: bool,
+    /// Bytes per echo message (at least 8: the send time).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
 }
 
 #[derive(Default)]
@@ -54,6 +70,38 @@ struct Counts {
     /// Nanoseconds since start when the last handshake completed.
     last_ns: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
+    sent: AtomicU64,
+    received: AtomicU64,
+    /// Round trips in microseconds. One runtime thread by default, so the lock is uncontended.
+    rtt: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Counts {
+    fn record(&self, us: u64) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let mut h = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = h.as_mut() {
+            h.saturating_record(us.max(1));
+        }
+    }
+
+    fn quantile_us(&self, q: f64) -> u64 {
+        let h = self.rtt.lock().unwrap_or_else(|p| p.into_inner());
+        h.as_ref().map_or(0, |h| h.value_at_quantile(q))
+    }
+}
+
+/// The echo message: the intended send time (µs since start) padded to `size` bytes.
+fn stamp(start: Instant, at: Instant, size: usize) -> Vec<u8> {
+    let mut m = vec![0u8; size.max(8)];
+    let us = at.saturating_duration_since(start).as_micros() as u64;
+    m[..8].copy_from_slice(&us.to_le_bytes());
+    m
+}
+
+fn rtt_us(start: Instant, m: &[u8]) -> Option<u64> {
+    let sent = u64::from_le_bytes(m.get(..8)?.try_into().ok()?);
+    Some((start.elapsed().as_micros() as u64).saturating_sub(sent))
 }
 
 fn main() {
@@ -83,7 +131,12 @@ fn main() {
 
 async fn run(cli: Cli) -> serde_json::Value {
     let n = cli.connections;
-    let counts = Arc::new(Counts::default());
+    let counts = Arc::new(Counts {
+        rtt: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).ok()),
+        ..Counts::default()
+    });
+    let period = (cli.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cli.rate));
+    let (closed_loop, size) = (cli.closed_loop, cli.size);
     let permits = Arc::new(Semaphore::new(cli.concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let rss_before = rss_bytes();
@@ -120,12 +173,42 @@ async fn run(cli: Cli) -> serde_json::Value {
             counts
                 .last_ns
                 .fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            // Open loop: a ticker per task, starting at a random phase so sends spread out.
+            let mut ticker = period.map(|p| {
+                let phase = p.mul_f64(rand_unit());
+                tokio::time::interval_at(tokio::time::Instant::now() + phase, p)
+            });
+            if closed_loop {
+                if ws.send(Message::Binary(stamp(start, Instant::now(), size).into())).await.is_err() {
+                    return;
+                }
+                counts.sent.fetch_add(1, Ordering::Relaxed);
+            }
             loop {
                 tokio::select! {
                     m = ws.next() => match m {
+                        Some(Ok(Message::Binary(b))) => {
+                            if let Some(us) = rtt_us(start, &b) {
+                                counts.record(us);
+                                if closed_loop {
+                                    let next = stamp(start, Instant::now(), size);
+                                    if ws.send(Message::Binary(next.into())).await.is_err() {
+                                        return;
+                                    }
+                                    counts.sent.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
                         Some(Ok(_)) => {}
                         _ => return,
                     },
+                    at = async { ticker.as_mut().map(|t| t.tick()).unwrap().await }, if ticker.is_some() => {
+                        let m = stamp(start, at.into_std(), size);
+                        if ws.send(Message::Binary(m.into())).await.is_err() {
+                            return;
+                        }
+                        counts.sent.fetch_add(1, Ordering::Relaxed);
+                    }
                     _ = stop.changed() => break,
                 }
             }
@@ -206,5 +289,20 @@ async fn run(cli: Cli) -> serde_json::Value {
         "rss_per_conn_bytes": per_conn,
         "threads": cli.threads,
         "read_buffer_size": cli.read_buffer_size,
+        "rate": cli.rate,
+        "closed_loop": cli.closed_loop,
+        "sent": counts.sent.load(Ordering::Relaxed),
+        "received": counts.received.load(Ordering::Relaxed),
+        "p50_us": counts.quantile_us(0.50),
+        "p99_us": counts.quantile_us(0.99),
+        "cpu_s_total": cpu_seconds() - cpu0,
     })
+}
+
+/// A number in [0, 1) from the clock: enough to spread ticker phases, no RNG crate needed.
+fn rand_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
