@@ -244,3 +244,58 @@ fn push_over_the_server_message_limit_is_counted_as_413() {
     assert_eq!(r.u("/push/lost"), 0, "a refused push is failed, not lost");
     assert_eq!(srv.metric("ws_deliveries_total"), 0);
 }
+
+/// A server that joins a subscriber to the room while answering its upgrade (before
+/// ws-loadgen has read the answer) delivers messages published in between to one more
+/// subscriber than ws-loadgen counted open: `extra`. Each such delivery is attributed
+/// (`deliveries_joined_in_flight`), none is missing or duplicated, and the report says so.
+/// The peer is independent (Python `websockets`); it widens the window so that it is hit.
+#[test]
+fn broadcast_extra_deliveries_are_subscribers_the_server_joined_first() {
+    let peer = common::PyPeer::start("bc_room.py", &["--join-delay", "0.05"]);
+    let url = format!("ws://127.0.0.1:{}/broadcast?room=r", peer.port);
+    let r = run_loadgen(
+        &url,
+        &[
+            "--scenario",
+            "broadcast",
+            "-c",
+            "12",
+            "--publishers",
+            "2",
+            "--connect-rate",
+            "20",
+            "--rate",
+            "100",
+            "-d",
+            "2s",
+        ],
+    );
+    let sent: u64 = peer
+        .finish()
+        .lines()
+        .find_map(|l| l.strip_prefix("sent ")?.trim().parse().ok())
+        .expect("the peer prints its delivery count");
+    assert_eq!(r.code, 0, "{}", r.explain());
+    let extra = r.u("/broadcast/deliveries_extra");
+    let joined = r.u("/broadcast/deliveries_joined_in_flight");
+    assert!(extra > 0, "the window was hit: {}", r.explain());
+    assert!(
+        joined >= extra,
+        "every extra delivery is explained: {}",
+        r.explain()
+    );
+    assert_eq!(r.u("/broadcast/deliveries_missing"), 0, "{}", r.explain());
+    assert_eq!(r.u("/broadcast/duplicates"), 0, "{}", r.explain());
+    assert_eq!(
+        r.u("/broadcast/deliveries_received"),
+        sent,
+        "{}",
+        r.explain()
+    );
+    assert!(
+        r.stdout.contains("the server had joined to the room"),
+        "{}",
+        r.stdout
+    );
+}

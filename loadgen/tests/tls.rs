@@ -5,57 +5,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::certs::Certs;
-use common::{run_loadgen, temp_path};
+use common::{run_loadgen, temp_path, PyPeer};
 
-/// The Python peer, killed on drop; `finish` lets it end and returns what it counted.
-struct Peer {
-    child: Child,
-    port: u16,
-}
+/// The wss echo peer (tests/peers/wss_echo.py) with the server certificate.
+struct Peer(PyPeer);
 
 impl Peer {
     fn start(certs: &Certs, extra: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/wss_echo.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg("--cert")
-            .arg(&certs.server_cert)
-            .arg("--key")
-            .arg(&certs.server_key)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 (with `pip install websockets`) runs the wss peer");
-        let out = child.stdout.as_mut().expect("peer stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("peer port line");
-        let port = line
-            .trim()
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                panic!("the wss peer did not start (is Python `websockets` installed?): {line:?}")
-            });
-        Self { child, port }
+        let mut args = vec![
+            "--cert",
+            s(&certs.server_cert),
+            "--key",
+            s(&certs.server_key),
+        ];
+        args.extend_from_slice(extra);
+        Self(PyPeer::start("wss_echo.py", &args))
     }
 
     fn url(&self, host: &str) -> String {
-        format!("wss://{host}:{}/ws", self.port)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("wss://{host}:{}/ws", self.0.port)
     }
 }
 

@@ -133,6 +133,10 @@ pub struct Counters {
     /// Broadcast: deliveries below a publisher's next expected sequence with no gap open.
     #[serde(default)]
     pub fanout_duplicates: u64,
+    /// Broadcast: deliveries to a subscriber whose upgrade completed here after the
+    /// message was published (the server had it in the room first; see `extra`).
+    #[serde(default)]
+    pub fanout_joined: u64,
     /// Push: deliveries the server reported for POSTs it answered 200.
     #[serde(default)]
     pub push_deliveries_expected: u64,
@@ -171,6 +175,7 @@ impl Counters {
         self.fanout_missing += o.fanout_missing;
         self.fanout_gaps += o.fanout_gaps;
         self.fanout_duplicates += o.fanout_duplicates;
+        self.fanout_joined += o.fanout_joined;
         self.push_deliveries_expected += o.push_deliveries_expected;
         self.push_failed += o.push_failed;
         self.tls_full += o.tls_full;

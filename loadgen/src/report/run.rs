@@ -152,6 +152,13 @@ pub struct BroadcastReport {
     /// Per message, received − the count expected at publication, summed (subscribers
     /// that joined while it was on its way); included in deliveries_expected.
     pub deliveries_extra: u64,
+    /// Of all deliveries, those to a subscriber whose upgrade ws-loadgen saw complete after
+    /// the message was published: the server had already put it in the room (it answers
+    /// the upgrade, then subscribes, and the message overtook ws-loadgen's bookkeeping).
+    /// They explain `deliveries_extra`; extra beyond them is a server sending more than
+    /// its room holds.
+    #[serde(default)]
+    pub deliveries_joined_in_flight: u64,
     /// Deliveries that arrived after their message was settled (which counted them
     /// missing): expected + late = received + missing.
     pub deliveries_late: u64,
@@ -425,6 +432,9 @@ impl Report {
                 si(b.deliveries_per_s),
                 b.peak_deliveries_per_s
             );
+            if b.deliveries_extra > 0 || b.deliveries_joined_in_flight > 0 {
+                let _ = writeln!(s, "             {}", extra_note(b));
+            }
             let _ = writeln!(
                 s,
                 "Sequences    gaps {}  lost {}  out of order {}  duplicates {}  unexpected {}",
@@ -611,4 +621,25 @@ impl Report {
         }
         s
     }
+}
+
+/// What `extra` deliveries are: a message's expected count is the connections ws-loadgen
+/// had open when it was published, but a server puts a subscriber in the room when it
+/// answers the upgrade, before ws-loadgen has read that answer; a message published in
+/// between reaches one more subscriber than counted.
+fn extra_note(b: &BroadcastReport) -> String {
+    let joined = b.deliveries_joined_in_flight;
+    let unexplained = b.deliveries_extra.saturating_sub(joined);
+    let mut s = format!(
+        "extra: {joined} deliver{} went to subscribers the server had joined to the room \
+         before ws-loadgen read their upgrade answer (counted as expected)",
+        if joined == 1 { "y" } else { "ies" }
+    );
+    if unexplained > 0 {
+        s.push_str(&format!(
+            "; {unexplained} more than any subscriber open at publication can explain: \
+             the server sent some messages to more connections than its room held"
+        ));
+    }
+    s
 }

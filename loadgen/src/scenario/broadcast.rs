@@ -122,6 +122,7 @@ impl Scenario for Broadcast {
     }
 
     fn on_open(&mut self, io: &mut Io, idx: usize, now: u64) {
+        self.bc.on_open(idx, now);
         if idx < self.local {
             self.open_publishers += 1;
             if self.rate.is_none() && io.running() {
@@ -159,6 +160,9 @@ impl Scenario for Broadcast {
         };
         io.stats.c.msgs_received += 1;
         io.record(Lat::Delivery, s.sent_ns, now);
+        if self.bc.joined_in_flight(idx, s.sent_ns) {
+            io.stats.c.fanout_joined += 1;
+        }
         match self.bc.on_delivery(idx, publisher, s.seq, s.sent_ns, now) {
             SeqVerdict::InOrder => {}
             SeqVerdict::Gap(n) => io.stats.c.fanout_gaps += n,

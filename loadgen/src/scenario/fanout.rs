@@ -64,6 +64,11 @@ pub struct BcWorker {
     pub unsynced: u64,
     /// When this worker last received a delivery.
     pub last_recv_ns: u64,
+    /// When each subscriber slot's upgrade completed here (8 B per slot, broadcast runs
+    /// only): a delivery of a message published before that went to a subscriber the
+    /// server had already put in the room while ws-loadgen still waited for its 101, so it
+    /// was not in the message's expected count. That is the usual cause of `extra`.
+    opened_ns: Vec<u64>,
 }
 
 impl BcWorker {
@@ -78,7 +83,21 @@ impl BcWorker {
             published: Vec::new(),
             unsynced: 0,
             last_recv_ns: 0,
+            opened_ns: vec![0; slots],
         }
+    }
+
+    /// Subscriber `slot`'s upgrade completed at `now`.
+    pub fn on_open(&mut self, slot: usize, now: u64) {
+        if let Some(t) = self.opened_ns.get_mut(slot) {
+            *t = now;
+        }
+    }
+
+    /// A message published (intended) at `sent_ns` reached subscriber `slot`, which
+    /// ws-loadgen only saw open later: the server subscribed it first.
+    pub fn joined_in_flight(&self, slot: usize, sent_ns: u64) -> bool {
+        self.opened_ns.get(slot).is_some_and(|&t| t > sent_ns)
     }
 
     /// Local publisher slots (`0..n`).

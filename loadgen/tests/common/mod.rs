@@ -455,3 +455,59 @@ pub fn metric_sum(addr: &str, name: &str) -> Option<f64> {
     let page = url.scrape(Duration::from_secs(10)).ok()?;
     Some(page.sum(name).unwrap_or(0.0))
 }
+
+/// An independent peer written in Python (`websockets`) from tests/peers/, killed on drop.
+/// It prints `port N` once it listens; [`PyPeer::finish`] lets it end (SIGINT) and returns
+/// what it printed after that line (its own counts).
+pub struct PyPeer {
+    child: Child,
+    pub port: u16,
+    out: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl PyPeer {
+    pub fn start(script: &str, args: &[&str]) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (with `pip install websockets`) runs the test peer");
+        let mut out = BufReader::new(child.stdout.take().expect("peer stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("peer port line");
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("{script} did not start (is Python `websockets` installed?): {line:?}")
+            });
+        Self {
+            child,
+            port,
+            out: Some(out),
+        }
+    }
+
+    /// Stops the peer with SIGINT and returns the rest of its stdout.
+    pub fn finish(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut rest = String::new();
+        if let Some(mut out) = self.out.take() {
+            let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        }
+        let _ = self.child.wait();
+        rest
+    }
+}
+
+impl Drop for PyPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

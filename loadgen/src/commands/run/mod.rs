@@ -304,6 +304,7 @@ fn build_report(
         deliveries_received: c.msgs_received,
         deliveries_missing: c.fanout_missing,
         deliveries_extra: f.extra,
+        deliveries_joined_in_flight: c.fanout_joined,
         deliveries_late: f.late,
         deliveries_per_s: per_s(c.msgs_received, load_s),
         peak_deliveries_per_s: peak_received_per_s,
