@@ -294,7 +294,7 @@ fn broadcast_extra_deliveries_are_subscribers_the_server_joined_first() {
         r.explain()
     );
     assert!(
-        r.stdout.contains("the server had joined to the room"),
+        r.stdout.contains("the server had joined them to the room"),
         "{}",
         r.stdout
     );

@@ -630,11 +630,21 @@ impl Report {
 fn extra_note(b: &BroadcastReport) -> String {
     let joined = b.deliveries_joined_in_flight;
     let unexplained = b.deliveries_extra.saturating_sub(joined);
-    let mut s = format!(
-        "extra: {joined} deliver{} went to subscribers the server had joined to the room \
-         before ws-loadgen read their upgrade answer (counted as expected)",
-        if joined == 1 { "y" } else { "ies" }
-    );
+    let mut s = if joined >= b.deliveries_extra {
+        format!(
+            "extra: {joined} deliver{} reached subscribers before ws-loadgen had read their \
+             upgrade answer (the server had joined them to the room already), which covers \
+             the {} extra; counted as expected",
+            if joined == 1 { "y" } else { "ies" },
+            b.deliveries_extra
+        )
+    } else {
+        format!(
+            "extra: {joined} of the {} extra deliveries reached subscribers before ws-loadgen \
+             had read their upgrade answer (the server had joined them to the room already)",
+            b.deliveries_extra
+        )
+    };
     if unexplained > 0 {
         s.push_str(&format!(
             "; {unexplained} more than any subscriber open at publication can explain: \
