@@ -42,13 +42,38 @@ pub enum Reject {
     HeadersTooLarge,
     /// `--max-conns` reached.
     Unavailable,
-    /// Request body over `--max-message-size`.
+    /// Request body over `--max-body` or `--max-message-size`.
     PayloadTooLarge,
+    /// A `Content-Length` repeated, or not plain decimal digits (`+3`, `-1`, `3 4`).
+    BadContentLength,
+    /// `Host` missing or repeated.
+    BadHost,
+    /// A line of the request head ends in a bare LF instead of CRLF.
+    BareLf,
+    /// A `%` escape that is not two hex digits, or one that decodes to invalid UTF-8.
+    BadEncoding,
+    /// `--token-secret` set and no token presented (`?token=` or `Authorization: Bearer`).
+    TokenMissing,
+    /// A token that is not an HS256 JWT signed with our secret (forged, malformed).
+    TokenInvalid,
+    /// A token past its `exp` (or before its `nbf`).
+    TokenExpired,
+    /// A token whose `rooms` claim does not include the room asked for.
+    RoomForbidden,
+    /// `?user=` sent to a server that takes identities only from tokens.
+    UserParam,
+    /// An admin request without the right `Authorization: Bearer` API key.
+    ApiKey,
+    /// An admin request from a web page (an `Origin` not in `--allow-origin`), or, with no
+    /// API key, naming the server by a host name (DNS rebinding).
+    AdminCrossSite,
+    /// `--max-pending` connections of this core are already in their handshake.
+    Busy,
 }
 
 impl Reject {
     /// Every reason, in a fixed order (for metrics).
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 20] = [
         Reject::BadRequest,
         Reject::MethodNotAllowed,
         Reject::UpgradeRequired,
@@ -57,6 +82,18 @@ impl Reject {
         Reject::HeadersTooLarge,
         Reject::Unavailable,
         Reject::PayloadTooLarge,
+        Reject::BadContentLength,
+        Reject::BadHost,
+        Reject::BareLf,
+        Reject::BadEncoding,
+        Reject::TokenMissing,
+        Reject::TokenInvalid,
+        Reject::TokenExpired,
+        Reject::RoomForbidden,
+        Reject::UserParam,
+        Reject::ApiKey,
+        Reject::AdminCrossSite,
+        Reject::Busy,
     ];
 
     /// HTTP status code.
@@ -70,6 +107,15 @@ impl Reject {
             Reject::HeadersTooLarge => 431,
             Reject::Unavailable => 503,
             Reject::PayloadTooLarge => 413,
+            Reject::BadContentLength | Reject::BadHost | Reject::BareLf | Reject::BadEncoding => {
+                400
+            }
+            Reject::UserParam => 400,
+            Reject::TokenMissing | Reject::TokenInvalid | Reject::TokenExpired | Reject::ApiKey => {
+                401
+            }
+            Reject::RoomForbidden | Reject::AdminCrossSite => 403,
+            Reject::Busy => 503,
         }
     }
 
@@ -84,6 +130,18 @@ impl Reject {
             Reject::HeadersTooLarge => "headers_too_large",
             Reject::Unavailable => "max_conns",
             Reject::PayloadTooLarge => "payload_too_large",
+            Reject::BadContentLength => "bad_content_length",
+            Reject::BadHost => "bad_host",
+            Reject::BareLf => "bare_lf",
+            Reject::BadEncoding => "bad_percent_encoding",
+            Reject::TokenMissing => "token_missing",
+            Reject::TokenInvalid => "token_invalid",
+            Reject::TokenExpired => "token_expired",
+            Reject::RoomForbidden => "room_forbidden",
+            Reject::UserParam => "user_param",
+            Reject::ApiKey => "api_key",
+            Reject::AdminCrossSite => "admin_cross_site",
+            Reject::Busy => "max_pending",
         }
     }
 
@@ -94,10 +152,11 @@ impl Reject {
 
     /// The complete response to send before closing.
     pub fn response(self) -> Vec<u8> {
-        let extra = if self == Reject::UpgradeRequired {
-            "Sec-WebSocket-Version: 13\r\n"
-        } else {
-            ""
+        let extra = match self.status() {
+            426 => "Sec-WebSocket-Version: 13\r\n",
+            401 => "WWW-Authenticate: Bearer\r\n",
+            503 => "Retry-After: 1\r\n",
+            _ => "",
         };
         http_response(self.status(), extra, "text/plain", self.label().as_bytes())
     }
@@ -123,7 +182,8 @@ pub struct Request {
     pub query: String,
     /// HTTP minor version (1 for HTTP/1.1).
     pub version: u8,
-    host: bool,
+    /// `Host` header value (exactly one is required).
+    pub host: String,
     upgrade_websocket: bool,
     connection_upgrade: bool,
     key: Option<String>,
@@ -132,6 +192,8 @@ pub struct Request {
     pub origin: Option<String>,
     /// `Content-Length`, if sent and valid.
     pub content_length: Option<usize>,
+    /// `Authorization` header, if sent.
+    pub authorization: Option<String>,
     /// `Sec-WebSocket-Extensions` was offered (we decline every extension).
     pub offered_extensions: bool,
 }
@@ -157,6 +219,15 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, Reject> {
     if head_len > MAX_HANDSHAKE_BYTES {
         return Err(Reject::HeadersTooLarge);
     }
+    // httparse tolerates lines ending in a bare LF; a proxy in front may not split them the
+    // same way (request smuggling), so refuse them.
+    if buf[..head_len]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    {
+        return Err(Reject::BareLf);
+    }
     let method = match req.method {
         Some("GET") => Method::Get,
         Some("POST") => Method::Post,
@@ -173,15 +244,17 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, Reject> {
         path: path.to_string(),
         query: query.to_string(),
         version: req.version.unwrap_or(0),
-        host: false,
+        host: String::new(),
         upgrade_websocket: false,
         connection_upgrade: false,
         key: None,
         ws_version: None,
         origin: None,
         content_length: None,
+        authorization: None,
         offered_extensions: false,
     };
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name;
         let value = match std::str::from_utf8(h.value) {
@@ -189,7 +262,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, Reject> {
             Err(_) => return Err(Reject::BadRequest),
         };
         if name.eq_ignore_ascii_case("host") {
-            out.host = !value.is_empty();
+            hosts += 1;
+            out.host = value.to_string();
         } else if name.eq_ignore_ascii_case("upgrade") {
             out.upgrade_websocket |= has_token(value, "websocket");
         } else if name.eq_ignore_ascii_case("connection") {
@@ -204,13 +278,30 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, Reject> {
         } else if name.eq_ignore_ascii_case("origin") {
             out.origin = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("content-length") {
-            out.content_length = Some(value.parse().map_err(|_| Reject::BadRequest)?);
+            // Digits only: `str::parse` would take `+3`; a repeat is refused even when equal
+            // (RFC 9112 §6.3 allows a proxy to merge them, we are not one).
+            if out.content_length.is_some()
+                || value.is_empty()
+                || value.len() > 18
+                || !value.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(Reject::BadContentLength);
+            }
+            out.content_length = Some(value.parse().map_err(|_| Reject::BadContentLength)?);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            if out.authorization.is_some() {
+                return Err(Reject::BadRequest);
+            }
+            out.authorization = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
             out.offered_extensions = true;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked bodies are not supported on any route: refuse rather than misread.
             return Err(Reject::BadRequest);
         }
+    }
+    if hosts != 1 || out.host.is_empty() {
+        return Err(Reject::BadHost);
     }
     Ok(Some(out))
 }
@@ -228,7 +319,7 @@ impl Request {
         if self.method != Method::Get {
             return Err(Reject::MethodNotAllowed);
         }
-        if self.version < 1 || !self.host || !self.upgrade_websocket || !self.connection_upgrade {
+        if self.version < 1 || !self.upgrade_websocket || !self.connection_upgrade {
             return Err(Reject::BadRequest);
         }
         let key = self.key.as_deref().ok_or(Reject::BadRequest)?;
@@ -254,43 +345,50 @@ impl Request {
     }
 
     /// The value of query parameter `name`, percent-decoded (`None` if absent).
-    pub fn query_param(&self, name: &str) -> Option<String> {
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, Reject> {
         query_param(&self.query, name)
     }
 }
 
-/// The value of query parameter `name` in `query` (no leading `?`), percent-decoded.
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
+/// The value of query parameter `name` in `query` (no leading `?`), percent-decoded; the
+/// first occurrence wins.
+pub fn query_param(query: &str, name: &str) -> Result<Option<String>, Reject> {
+    for kv in query.split('&') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
-    })
+        if k == name {
+            return percent_decode(v).map(Some);
+        }
+    }
+    Ok(None)
 }
 
-/// Decodes `%XX` escapes and `+` (as in query strings and path segments).
-pub fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes exactly (RFC 3986): a `%` not followed by two hex digits, or bytes
+/// that are not UTF-8, are refused rather than replaced, so two different spellings can never
+/// name the same user or room. `+` is a literal plus (it means a space only in HTML form
+/// bodies; a client that means a space sends `%20`).
+pub fn percent_decode(s: &str) -> Result<String, Reject> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
                 }
+                _ => return Err(Reject::BadEncoding),
             }
-            b'+' => out.push(b' '),
-            c => out.push(c),
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).map_err(|_| Reject::BadEncoding)
 }
 
 /// The `101 Switching Protocols` response.
@@ -319,6 +417,7 @@ pub fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -441,8 +540,8 @@ mod tests {
         let r = parse_request(&buf).unwrap().unwrap();
         assert_eq!(r.head_len, GOOD.len());
         assert_eq!(r.path, "/ws");
-        assert_eq!(r.query_param("user").as_deref(), Some("7"));
-        assert_eq!(r.query_param("room").as_deref(), Some("a b"));
+        assert_eq!(r.query_param("user"), Ok(Some("7".into())));
+        assert_eq!(r.query_param("room"), Ok(Some("a b".into())));
         assert_eq!(
             r.check_upgrade(&[]).unwrap(),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -470,7 +569,7 @@ mod tests {
             r(&GOOD.replace("Version: 13", "Version: 8")),
             Err(Reject::UpgradeRequired)
         );
-        assert_eq!(r(&GOOD.replace("Host: x\r\n", "")), Err(Reject::BadRequest));
+        assert_eq!(r(&GOOD.replace("Host: x\r\n", "")), Err(Reject::BadHost));
         assert_eq!(
             r(&GOOD.replace("Upgrade: websocket", "Upgrade: h2c")),
             Err(Reject::BadRequest)
@@ -518,5 +617,48 @@ mod tests {
             Err(ClientHandshakeError::Status(403))
         );
         assert_eq!(parse_response(&resp[..10], &accept), Ok(None));
+    }
+
+    #[test]
+    fn strict_http() {
+        let r = |s: &str| parse_request(s.as_bytes()).map(|r| r.is_some());
+        let post = |cl: &str| format!("POST /push/a HTTP/1.1\r\nHost: x\r\n{cl}\r\n");
+        assert_eq!(r(&post("Content-Length: 3\r\n")), Ok(true));
+        for bad in [
+            "Content-Length: 3\r\nContent-Length: 4\r\n",
+            "Content-Length: 3\r\nContent-Length: 3\r\n",
+            "Content-Length: +3\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 3 4\r\n",
+            "Content-Length: 0x10\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+        ] {
+            assert_eq!(r(&post(bad)), Err(Reject::BadContentLength), "{bad:?}");
+        }
+        assert_eq!(
+            r(&GOOD.replace("Host: x", "Host: x\r\nHost: y")),
+            Err(Reject::BadHost)
+        );
+        assert_eq!(r(&GOOD.replace("Host: x", "Host:")), Err(Reject::BadHost));
+        assert_eq!(
+            r(&GOOD.replace("Host: x\r\n", "Host: x\n")),
+            Err(Reject::BareLf)
+        );
+        assert_eq!(r(&GOOD.replace("\r\n", "\n")), Err(Reject::BareLf));
+    }
+
+    #[test]
+    fn exact_percent_decoding() {
+        assert_eq!(percent_decode("a%20b"), Ok("a b".into()));
+        assert_eq!(percent_decode("a+b"), Ok("a+b".into()));
+        assert_eq!(percent_decode("%C3%A9"), Ok("é".into()));
+        assert_eq!(percent_decode("%FF"), Err(Reject::BadEncoding));
+        assert_eq!(percent_decode("%FE"), Err(Reject::BadEncoding));
+        assert_eq!(percent_decode("%4"), Err(Reject::BadEncoding));
+        assert_eq!(percent_decode("%zz"), Err(Reject::BadEncoding));
+        assert_eq!(percent_decode("100%"), Err(Reject::BadEncoding));
+        assert_eq!(query_param("u=%FF", "u"), Err(Reject::BadEncoding));
+        assert_eq!(query_param("a=1&u=x&u=y", "u"), Ok(Some("x".into())));
+        assert_eq!(query_param("a=1", "u"), Ok(None));
     }
 }

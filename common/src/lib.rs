@@ -15,7 +15,11 @@
 //! - [`metrics`]: Prometheus text exposition helpers and process figures from /proc.
 //! - [`net`]: `sockaddr` for code that calls `bind(2)`/`connect(2)` itself.
 //! - [`limits`]: defaults both servers use.
+//! - [`auth`]: HS256 tokens (verify and mint) and constant-time API-key comparison.
+//! - [`route`]: which request may do what on the public and the admin listener (both
+//!   servers route through it).
 
+pub mod auth;
 pub mod cores;
 pub mod errno;
 pub mod frame;
@@ -25,3 +29,4 @@ pub mod message;
 pub mod metrics;
 pub mod net;
 pub mod payload;
+pub mod route;

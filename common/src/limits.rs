@@ -18,3 +18,5 @@ pub const MAX_HEADERS: usize = 64;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
 /// Default bounded outbound queue per connection (bytes).
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
+/// Connections per core in their handshake at once (`--max-pending`).
+pub const DEFAULT_MAX_PENDING: u32 = 4096;

@@ -47,6 +47,8 @@ pub mod flag {
     pub const RECV_ARMED: u16 = 128;
     /// Has frames in this wake's fan-out queue: later ones must join them there, in order.
     pub const FANNED: u16 = 256;
+    /// Accepted on the admin listener: only the admin routes.
+    pub const ADMIN: u16 = 512;
 }
 
 /// Per-connection heap state that exists only while needed.
@@ -59,6 +61,9 @@ pub struct Extra {
     pub out_pos: usize,
     /// Fragmented-message assembly (empty between messages).
     pub decoder: Decoder,
+    /// Tick at which the frame or message now in progress started (`--message-timeout`);
+    /// `None` between messages.
+    pub partial_since: Option<u32>,
 }
 
 impl Extra {

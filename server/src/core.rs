@@ -40,8 +40,10 @@ pub struct Core {
     pub global_open: Arc<AtomicU64>,
     pub inbox: Inbox,
     pub waker: Waker,
-    listener: RawFd,
-    accept_armed: bool,
+    /// The public listener and, on the core that serves it, the admin listener (-1 if
+    /// none); an accept's token carries the index in its slot field.
+    listeners: [RawFd; 2],
+    accept_armed: [bool; 2],
     /// Set when accept failed: the driver re-arms it after a short back-off.
     pub accept_backoff: bool,
     started: Instant,
@@ -96,7 +98,7 @@ impl Core {
         idx: usize,
         settings: Rc<Settings>,
         ring: Ring,
-        listener: RawFd,
+        listeners: [RawFd; 2],
         all_stats: AllStats,
         global_open: Arc<AtomicU64>,
         inbox: Inbox,
@@ -115,8 +117,8 @@ impl Core {
             global_open,
             inbox,
             waker,
-            listener,
-            accept_armed: false,
+            listeners,
+            accept_armed: [false; 2],
             accept_backoff: false,
             started: Instant::now(),
             tick: 0,
@@ -150,19 +152,22 @@ impl Core {
         &self.all_stats[self.idx]
     }
 
-    /// Arms the multishot accept (at start and after a back-off).
+    /// Arms the multishot accepts (at start and after a back-off).
     pub fn arm_accept(&mut self) {
-        if self.listener >= 0 && !self.accept_armed && self.shutdown_at.is_none() {
-            self.ring.accept_multi(
-                self.listener,
-                Token {
-                    kind: Kind::Accept,
-                    gen: 0,
-                    slot: 0,
-                },
-            );
-            self.accept_armed = true;
-            self.ring.submit();
+        for i in 0..2 {
+            let fd = self.listeners[i];
+            if fd >= 0 && !self.accept_armed[i] && self.shutdown_at.is_none() {
+                self.ring.accept_multi(
+                    fd,
+                    Token {
+                        kind: Kind::Accept,
+                        gen: 0,
+                        slot: i as u32,
+                    },
+                );
+                self.accept_armed[i] = true;
+                self.ring.submit();
+            }
         }
     }
 
@@ -269,7 +274,7 @@ impl Core {
     fn on_completion(&mut self, c: Completion) {
         let Some(t) = c.token else { return };
         match t.kind {
-            Kind::Accept => self.on_accept(c),
+            Kind::Accept => self.on_accept(t.slot as usize & 1, c),
             Kind::Recv => self.on_recv(t, c),
             Kind::PollOut => {
                 if let Some(conn) = self.conns.get(t.slot, t.gen) {
@@ -287,9 +292,9 @@ impl Core {
         }
     }
 
-    fn on_accept(&mut self, c: Completion) {
+    fn on_accept(&mut self, which: usize, c: Completion) {
         if !c.more {
-            self.accept_armed = false;
+            self.accept_armed[which] = false;
         }
         if c.result < 0 {
             let errno = -c.result;
@@ -304,9 +309,9 @@ impl Core {
                 self.ring.cancel(Token {
                     kind: Kind::Accept,
                     gen: 0,
-                    slot: 0,
+                    slot: which as u32,
                 });
-                self.accept_armed = false;
+                self.accept_armed[which] = false;
             }
             self.accept_backoff = true;
             return;
@@ -319,10 +324,20 @@ impl Core {
         }
         let slot = self.conns.insert(fd, self.tick);
         let gen = self.conns.by_slot(slot).map_or(0, |c| c.gen);
+        if which == 1 {
+            if let Some(conn) = self.conns.get(slot, gen) {
+                conn.flags |= flag::ADMIN;
+            }
+        }
         self.arm_recv(slot, gen);
         let s = self.stats();
         s.accepted.inc();
         s.pending_open.inc();
+        if s.pending_open.get() > u64::from(self.settings.max_pending) {
+            // Refused at once, before reading anything: a flood of idle or slow sockets
+            // cannot hold more than --max-pending per core.
+            self.reject_now(slot, gen, ws_common::handshake::Reject::Busy);
+        }
         if !c.more && !self.accept_backoff {
             self.arm_accept();
         }
@@ -576,6 +591,27 @@ impl Core {
         self.conns.remove(slot);
     }
 
+    /// Answers `rej` with one non-blocking send and closes at once: for a connection refused
+    /// before anything was read (`--max-pending`), which must not hold a slot any longer.
+    pub fn reject_now(&mut self, slot: u32, gen: u32, rej: ws_common::handshake::Reject) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        let fd = conn.fd;
+        let resp = rej.response();
+        // SAFETY: plain syscall on our fd with a valid buffer.
+        unsafe {
+            libc::send(
+                fd,
+                resp.as_ptr().cast(),
+                resp.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        self.stats().reject(rej);
+        self.close_now(slot, gen);
+    }
+
     /// Sends a Close frame with `code` and lingers (used for violations and timeouts).
     pub fn close_with(&mut self, slot: u32, gen: u32, code: u16, reason: &str) {
         let Some(conn) = self.conns.get(slot, gen) else {
@@ -609,7 +645,16 @@ impl Core {
                     }
                 }
                 Phase::Open => {
-                    if s.idle_timeout > 0 && since_rx >= s.idle_timeout {
+                    let partial_since = conn.extra.as_ref().and_then(|e| e.partial_since);
+                    if s.message_timeout > 0
+                        && partial_since
+                            .is_some_and(|t| tick.saturating_sub(t) >= s.message_timeout)
+                    {
+                        // A frame or fragmented message started and never finished: bytes
+                        // trickling in keep the idle timer fresh, this one does not.
+                        self.stats().message_timeout_closes.inc();
+                        self.close_with(slot, gen, close::POLICY, "message timeout");
+                    } else if s.idle_timeout > 0 && since_rx >= s.idle_timeout {
                         self.stats().idle_timeout_closes.inc();
                         self.close_with(slot, gen, close::GOING_AWAY, "idle timeout");
                     } else if s.ping_interval > 0 && since_ping >= s.ping_interval {
@@ -642,9 +687,11 @@ impl Core {
                 }
             }
         }
-        self.stats()
-            .conn_state_bytes
-            .set(self.conns.state_bytes() as u64);
+        let state = self.conns.state_bytes();
+        self.stats().conn_state_bytes.set(state as u64);
+        if state > s.memory_budget {
+            self.enforce_memory_budget(state);
+        }
         self.resume_paused();
         self.forget_orphan_requests();
         if self.conns.live() == 0 && self.conns.capacity() > 4096 {
@@ -657,6 +704,47 @@ impl Core {
         self.check_drained();
     }
 
+    /// Over `--memory-budget`: closes the connections holding the most (partial messages,
+    /// unsent output) with 1008 until the rest fits. Their buffers are freed at once, so the
+    /// budget holds again from this sweep on.
+    fn enforce_memory_budget(&mut self, mut state: usize) {
+        let mut holders: Vec<(usize, u32, u32)> = self
+            .conns
+            .live_slots()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|slot| {
+                let c = self.conns.by_slot(slot)?;
+                let bytes = c.extra.as_ref()?.heap_bytes();
+                Some((bytes, slot, c.gen))
+            })
+            .collect();
+        holders.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (bytes, slot, gen) in holders {
+            if state <= self.settings.memory_budget {
+                break;
+            }
+            state = state.saturating_sub(bytes);
+            self.stats().memory_budget_closes.inc();
+            if let Some(conn) = self.conns.get(slot, gen) {
+                // Drop what it holds: the Close goes out alone, the memory is back now.
+                if let Some(ex) = conn.extra.as_mut() {
+                    ex.inbuf = Vec::new();
+                    ex.outbuf = Vec::new();
+                    ex.out_pos = 0;
+                    ex.decoder = Default::default();
+                    ex.partial_since = None;
+                }
+                let open = conn.phase == Phase::Open;
+                if open {
+                    self.close_with(slot, gen, close::POLICY, "memory budget");
+                } else {
+                    self.close_now(slot, gen);
+                }
+            }
+        }
+    }
+
     /// SIGINT/SIGTERM: stop accepting, Close 1001 to everyone, finish when all are gone.
     fn begin_shutdown(&mut self) {
         if self.shutdown_at.is_some() {
@@ -664,17 +752,19 @@ impl Core {
         }
         self.tick = self.started.elapsed().as_secs() as u32;
         self.shutdown_at = Some(self.tick.saturating_add(self.settings.drain_timeout));
-        if self.accept_armed {
-            self.ring.cancel(Token {
-                kind: Kind::Accept,
-                gen: 0,
-                slot: 0,
-            });
-        }
-        if self.listener >= 0 {
-            // SAFETY: the listener is ours and no longer used.
-            unsafe { libc::close(self.listener) };
-            self.listener = -1;
+        for i in 0..2 {
+            if self.accept_armed[i] {
+                self.ring.cancel(Token {
+                    kind: Kind::Accept,
+                    gen: 0,
+                    slot: i as u32,
+                });
+            }
+            if self.listeners[i] >= 0 {
+                // SAFETY: the listener is ours and no longer used.
+                unsafe { libc::close(self.listeners[i]) };
+                self.listeners[i] = -1;
+            }
         }
         self.drained_from = self.conns.live();
         let slots: Vec<u32> = self.conns.live_slots().collect();

@@ -61,12 +61,26 @@ pub fn run(cfg: Config) -> i32 {
     };
     let (soft, hard) = ws_common::metrics::raise_nofile_to_hard();
     let backlog = cfg.backlog.unwrap_or_else(crate::listener::somaxconn);
-    let (listeners, bound) = match crate::listener::bind_all(cfg.listen, cores.len(), backlog) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("ws-server: {e}");
-            return 2;
-        }
+    let sndbuf = cfg.socket_send_buffer as usize;
+    let (listeners, bound) =
+        match crate::listener::bind_all(cfg.listen, cores.len(), backlog, sndbuf) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("ws-server: {e}");
+                return 2;
+            }
+        };
+    // The admin listener: one socket, served by the first core (pushes and broadcasts
+    // reach the others through their inboxes, as from any connection).
+    let admin = match cfg.admin_addr() {
+        None => None,
+        Some(a) => match crate::listener::bind_all(a, 1, 128, 0) {
+            Ok((fds, at)) => Some((fds[0], at)),
+            Err(e) => {
+                eprintln!("ws-server: --admin-listen: {e}");
+                return 2;
+            }
+        },
     };
     let settings = Settings::from_config(&cfg, cores.clone());
     let stats: AllStats = (0..cores.len())
@@ -101,7 +115,7 @@ pub fn run(cfg: Config) -> i32 {
 
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(cores.len());
     let mut threads = Vec::new();
-    for (idx, ((core_id, listener), (ib, waker))) in cores
+    for (idx, ((core_id, public), (ib, waker))) in cores
         .iter()
         .copied()
         .zip(listeners)
@@ -113,6 +127,12 @@ pub fn run(cfg: Config) -> i32 {
         let global_open = global_open.clone();
         let ready = ready_tx.clone();
         let mbs = mailboxes.clone();
+        let admin_fd = if idx == 0 {
+            admin.map_or(-1, |a| a.0)
+        } else {
+            -1
+        };
+        let listener = [public, admin_fd];
         let t = std::thread::Builder::new()
             .name(format!("ws-core-{core_id}"))
             .spawn(move || {
@@ -158,10 +178,18 @@ pub fn run(cfg: Config) -> i32 {
         cores,
         soft.saturating_sub(16 + 3 * cores.len() as u64)
     );
-    if cfg.allow_origin.is_empty() {
-        eprintln!("ws-server: no --allow-origin given: any Origin is accepted (development mode)");
+    for w in settings.policy.warnings() {
+        eprintln!("ws-server: {w}");
     }
+    crate::stats::BASE_FDS.store(
+        ws_common::metrics::open_fds(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     println!("listening on {bound}");
+    match admin {
+        Some((_, at)) => println!("admin on {at}"),
+        None => eprintln!("ws-server: --admin-listen off: no push, broadcast or metrics routes"),
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
@@ -207,7 +235,7 @@ fn wait_for_signals(mut signals: signal_hook::iterator::Signals, mailboxes: &[Ma
 fn run_core(
     idx: usize,
     core_id: usize,
-    listener: RawFd,
+    listener: [RawFd; 2],
     settings: Settings,
     stats: AllStats,
     global_open: Arc<AtomicU64>,

@@ -31,7 +31,9 @@ struct Room {
 struct Membership {
     /// Room number and position in its member list.
     room: Option<(u32, u32)>,
-    user: Option<Arc<str>>,
+    /// User id and position in its connection list (so leaving is O(1), not a scan of
+    /// every connection of that user).
+    user: Option<(Arc<str>, u32)>,
 }
 
 /// This core's rooms and users.
@@ -95,8 +97,10 @@ impl Registry {
             Some((k, _)) => k.clone(),
             None => Arc::from(user),
         };
-        self.users.entry(key.clone()).or_default().push(slot);
-        self.member.entry(slot).or_default().user = Some(key);
+        let list = self.users.entry(key.clone()).or_default();
+        list.push(slot);
+        let pos = (list.len() - 1) as u32;
+        self.member.entry(slot).or_default().user = Some((key, pos));
     }
 
     /// Forgets a closed connection.
@@ -119,9 +123,18 @@ impl Registry {
                 self.free_rooms.push(room);
             }
         }
-        if let Some(user) = m.user {
+        if let Some((user, pos)) = m.user {
             if let Some(list) = self.users.get_mut(&user) {
-                list.retain(|s| *s != slot);
+                if list.get(pos as usize) == Some(&slot) {
+                    list.swap_remove(pos as usize);
+                    if let Some(&moved) = list.get(pos as usize) {
+                        if let Some((_, p)) =
+                            self.member.get_mut(&moved).and_then(|mm| mm.user.as_mut())
+                        {
+                            *p = pos;
+                        }
+                    }
+                }
                 if list.is_empty() {
                     self.users.remove(&user);
                 }
@@ -618,5 +631,28 @@ mod tests {
         out.sort_unstable();
         assert_eq!(out, vec![2, 3]);
         assert_eq!(r.room_of(3).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_user_with_many_connections_leaves_in_any_order() {
+        let mut r = Registry::default();
+        for i in 0..6 {
+            r.join_user(i, "alice");
+        }
+        let left = |r: &Registry| {
+            let mut out = Vec::new();
+            r.targets(&Target::User(Arc::from("alice")), &mut out);
+            out.sort_unstable();
+            out
+        };
+        r.leave(0);
+        r.leave(3);
+        assert_eq!(left(&r), vec![1, 2, 4, 5]);
+        r.leave(5);
+        r.leave(1);
+        assert_eq!(left(&r), vec![2, 4]);
+        r.leave(2);
+        r.leave(4);
+        assert!(r.users.is_empty() && r.member.is_empty());
     }
 }

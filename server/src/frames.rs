@@ -17,6 +17,7 @@ use crate::core::Core;
 impl Core {
     pub(crate) fn on_frame_bytes(&mut self, slot: u32, gen: u32, data: &mut [u8]) {
         let max = self.settings.max_message_size;
+        let tick = self.tick;
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
@@ -35,10 +36,12 @@ impl Core {
         let tx = &mut self.tx;
         let bcast_out = &mut self.bcast_out;
         let mut peer_close: Option<Option<u16>> = None;
+        let mut completed = false;
         let result = message::feed(&mut decoder, &mut pending, data, max, |ev| {
             match ev {
                 Event::Message { text, payload } => {
                     stats.messages_in.inc();
+                    completed = true;
                     if broadcast {
                         if !closing {
                             // Encoded once here, shared by every recipient on every core.
@@ -92,6 +95,12 @@ impl Core {
             let ex = conn.extra();
             ex.inbuf = pending;
             ex.decoder = decoder;
+            // --message-timeout runs from the start of the unfinished frame or message.
+            if completed || ex.partial_since.is_none() {
+                ex.partial_since = Some(tick);
+            }
+        } else if let Some(ex) = conn.extra.as_mut() {
+            ex.partial_since = None;
         }
         conn.shed();
     }

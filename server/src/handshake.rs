@@ -11,7 +11,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ws_common::handshake::{self, parse_request, Method, Reject, Request};
+use ws_common::auth::unix_now;
+use ws_common::handshake::{self, parse_request, Reject, Request};
+use ws_common::route::{Route, Side};
 
 use crate::conn::{flag, Phase};
 use crate::core::Core;
@@ -52,33 +54,38 @@ impl Core {
             Ok(Some(r)) => r,
             Err(rej) => return self.reject(slot, gen, rej),
         };
-        let path = req.path.as_str();
-        let broadcast_route = path == "/broadcast";
-        if path == "/metrics" || path == "/healthz" {
-            if req.method != Method::Get {
-                return self.reject(slot, gen, Reject::MethodNotAllowed);
-            }
-            let resp = if path == "/metrics" {
-                let body = crate::stats::render(&self.all_stats, &self.settings.cores);
-                handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes())
-            } else {
-                handshake::http_response(200, "", "text/plain", b"ok\n")
-            };
-            self.finish_http(slot, gen, &resp);
-            return;
-        } else if let Some(user) = path.strip_prefix("/push/") {
-            let target = Target::User(Arc::from(handshake::percent_decode(user)));
-            return self.on_post(slot, gen, &req, Ask::Push, target, buf);
-        } else if let Some(room) = path.strip_prefix("/broadcast/") {
-            let target = Target::Room(Arc::from(handshake::percent_decode(room)));
-            return self.on_post(slot, gen, &req, Ask::Broadcast, target, buf);
-        } else if path != "/ws" && !broadcast_route {
-            return self.reject(slot, gen, Reject::NotFound);
-        }
-        let accept = match req.check_upgrade(&self.settings.allow_origin) {
-            Ok(a) => a,
-            Err(rej) => return self.reject(slot, gen, rej),
+        let side = if self
+            .conns
+            .get(slot, gen)
+            .is_some_and(|c| c.has(flag::ADMIN))
+        {
+            Side::Admin
+        } else {
+            Side::Public
         };
+        let up = match self.settings.policy.route(&req, side, unix_now()) {
+            Err(rej) => return self.reject(slot, gen, rej),
+            Ok(Route::Upgrade(up)) => up,
+            Ok(Route::Healthz) => {
+                let resp = handshake::http_response(200, "", "text/plain", b"ok\n");
+                return self.finish_http(slot, gen, &resp);
+            }
+            Ok(Route::Metrics) => {
+                let body = crate::stats::render(&self.all_stats, &self.settings.cores);
+                let resp =
+                    handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes());
+                return self.finish_http(slot, gen, &resp);
+            }
+            Ok(Route::Push { user, len }) => {
+                let target = Target::User(Arc::from(user));
+                return self.on_post(slot, gen, &req, len, Ask::Push, target, gathered, data);
+            }
+            Ok(Route::Publish { room, len }) => {
+                let target = Target::Room(Arc::from(room));
+                return self.on_post(slot, gen, &req, len, Ask::Broadcast, target, gathered, data);
+            }
+        };
+        let accept = up.accept;
         let max = self.settings.max_conns;
         let admitted = self
             .global_open
@@ -95,9 +102,9 @@ impl Core {
         };
         conn.phase = Phase::Open;
         conn.flags |= flag::COUNTED;
-        if broadcast_route {
+        if up.room.is_some() {
             conn.flags |= flag::BROADCAST;
-            if req.query_param("echo").as_deref() == Some("false") {
+            if !up.echo {
                 conn.flags |= flag::NO_ECHO;
             }
         }
@@ -108,12 +115,11 @@ impl Core {
         s.upgraded.inc();
         s.connections_open.inc();
         s.pending_open.dec();
-        if broadcast_route {
-            self.registry
-                .join_room(slot, &req.query_param("room").unwrap_or_default());
+        if let Some(room) = &up.room {
+            self.registry.join_room(slot, room);
         }
-        if let Some(user) = req.query_param("user").filter(|u| !u.is_empty()) {
-            self.registry.join_user(slot, &user);
+        if let Some(user) = &up.user {
+            self.registry.join_user(slot, user);
         }
         let resp = handshake::switching_protocols(&accept);
         self.send_bytes(slot, gen, &resp);
@@ -124,38 +130,32 @@ impl Core {
         }
     }
 
-    /// `POST /push/ID` and `POST /broadcast/NAME`: wait for the whole body, then deliver.
+    /// `POST /push/ID` and `POST /broadcast/NAME` (already routed and authorised, `len`
+    /// within `--max-body`): wait for the whole body, then deliver. What has arrived is kept
+    /// in one buffer that only grows by what each read adds (never re-copied, never sized
+    /// from the announced length).
+    #[allow(clippy::too_many_arguments)]
     fn on_post(
         &mut self,
         slot: u32,
         gen: u32,
         req: &Request,
+        len: usize,
         ask: Ask,
         target: Target,
-        buf: &[u8],
+        gathered: Option<Vec<u8>>,
+        data: &[u8],
     ) {
-        if req.method != Method::Post {
-            return self.reject(slot, gen, Reject::MethodNotAllowed);
-        }
-        let empty_name = match &target {
-            Target::User(u) | Target::Room(u) => u.is_empty(),
-        };
-        if empty_name {
-            return self.reject(slot, gen, Reject::NotFound);
-        }
-        let Some(len) = req.content_length else {
-            return self.reject(slot, gen, Reject::BadRequest);
-        };
-        if len > self.settings.max_message_size {
-            return self.reject(slot, gen, Reject::PayloadTooLarge);
-        }
-        if buf.len() < req.head_len + len {
+        let have = gathered.as_ref().map_or(data.len(), |b| b.len());
+        if have < req.head_len + len {
             // The rest of the body is still on its way: keep what came.
+            let keep = gathered.unwrap_or_else(|| data.to_vec());
             if let Some(conn) = self.conns.get(slot, gen) {
-                conn.extra().inbuf = buf.to_vec();
+                conn.extra().inbuf = keep;
             }
             return;
         }
+        let buf: &[u8] = gathered.as_deref().unwrap_or(data);
         self.start_ask(
             slot,
             gen,

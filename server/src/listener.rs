@@ -21,10 +21,13 @@ pub fn somaxconn() -> u32 {
 
 /// Creates `n` listening sockets on `addr` (port 0: the first picks, the rest follow).
 /// Returns the raw fds (non-blocking, close-on-exec) and the bound address.
+/// `send_buffer` > 0 sets SO_SNDBUF on the listeners, which accepted sockets inherit (and
+/// with it the lock that stops tcp_wmem autotuning from growing them to 4 MiB).
 pub fn bind_all(
     addr: SocketAddr,
     n: usize,
     backlog: u32,
+    send_buffer: usize,
 ) -> Result<(Vec<RawFd>, SocketAddr), String> {
     if addr.port() != 0 {
         refuse_if_held(addr)?;
@@ -48,6 +51,10 @@ pub fn bind_all(
         // instead of one per connection.
         s.set_nodelay(true)
             .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        if send_buffer > 0 {
+            s.set_send_buffer_size(send_buffer)
+                .map_err(|e| format!("SO_SNDBUF: {e}"))?;
+        }
         if bound.port() == 0 {
             bound = s
                 .local_addr()

@@ -10,12 +10,19 @@ pub struct Settings {
     pub idle_timeout: u32,
     pub handshake_timeout: u32,
     pub drain_timeout: u32,
-    pub allow_origin: Vec<String>,
     /// Bytes a connection may have queued unsent before it is closed (1008).
     pub send_queue_bytes: usize,
     pub slow_consumer: SlowConsumer,
     /// Executor numbers -> core ids (for metrics labels).
     pub cores: Vec<usize>,
+    /// Who may do what on which listener (shared with the tokio baseline).
+    pub policy: ws_common::route::Policy,
+    /// Pre-upgrade connections per core before 503.
+    pub max_pending: u32,
+    /// Seconds a started frame or fragmented message may take (0: no limit).
+    pub message_timeout: u32,
+    /// Bytes of partial messages and unsent output per core before the largest go.
+    pub memory_budget: usize,
 }
 
 impl Settings {
@@ -28,14 +35,15 @@ impl Settings {
             idle_timeout: secs(c.idle_timeout),
             handshake_timeout: secs(c.handshake_timeout),
             drain_timeout: secs(c.drain_timeout),
-            allow_origin: c.allow_origin.clone(),
-            // The echo of one maximal message always fits: the policy is for a peer that
-            // falls behind, not for one that was sent a single large message.
-            send_queue_bytes: c
-                .send_queue_bytes
-                .max(c.max_message_size + ws_common::frame::MAX_HEADER_LEN),
+            // One maximal message always fits (the same rule in both servers): the policy
+            // is for a peer that falls behind, not for one sent a single large message.
+            send_queue_bytes: c.send_queue_bound(),
             slow_consumer: c.slow_consumer,
             cores,
+            policy: c.policy(),
+            max_pending: c.max_pending,
+            message_timeout: secs(c.message_timeout),
+            memory_budget: c.memory_budget.min(usize::MAX as u64) as usize,
         }
     }
 }

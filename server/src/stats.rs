@@ -80,6 +80,10 @@ pub struct CoreStats {
     /// Messages this core posted to other cores' inboxes.
     pub cross_core_out: Counter,
     pub slow_consumer_closes: Counter,
+    /// Closed 1008: a frame or fragmented message not finished within --message-timeout.
+    pub message_timeout_closes: Counter,
+    /// Closed 1008: among the largest holders when the core exceeded --memory-budget.
+    pub memory_budget_closes: Counter,
     pub slow_consumer_drops: Counter,
     pub push_hits: Counter,
     pub push_misses: Counter,
@@ -322,6 +326,20 @@ pub fn render(all: &[CoreStats], cores: &[usize]) -> String {
     );
     per_core(
         &mut p,
+        "ws_message_timeout_closes_total",
+        "counter",
+        "Connections closed (1008) because a started frame or message did not complete within --message-timeout.",
+        &|s| s.message_timeout_closes.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_memory_budget_closes_total",
+        "counter",
+        "Connections closed (1008) as the largest holders when the core exceeded --memory-budget.",
+        &|s| s.memory_budget_closes.get(),
+    );
+    per_core(
+        &mut p,
         "ws_slow_consumer_drops_total",
         "counter",
         "Messages dropped for a connection whose outbound queue was full.",
@@ -395,7 +413,7 @@ pub fn render(all: &[CoreStats], cores: &[usize]) -> String {
         "gauge",
         "Number of open file descriptors.",
     )
-    .sample("process_open_fds", &[], metrics::open_fds());
+    .sample("process_open_fds", &[], open_fds(all));
     p.family(
         "process_max_fds",
         "gauge",
@@ -413,4 +431,22 @@ pub fn render(all: &[CoreStats], cores: &[usize]) -> String {
         format!("{:.3}", metrics::cpu_seconds()),
     );
     p.finish()
+}
+
+/// Descriptors open before the first connection (listeners, rings, eventfds, stdio), set
+/// once by the executor when every core is up.
+pub static BASE_FDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Open descriptors without listing `/proc/self/fd` on the event loop at every scrape (a
+/// directory of a million entries): the start-up baseline plus one per connection, which
+/// the gauges already count.
+fn open_fds(all: &[CoreStats]) -> u64 {
+    let base = BASE_FDS.load(std::sync::atomic::Ordering::Relaxed);
+    if base == 0 {
+        return metrics::open_fds();
+    }
+    base + all
+        .iter()
+        .map(|s| s.connections_open.get() + s.pending_open.get())
+        .sum::<u64>()
 }

@@ -20,6 +20,7 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -36,6 +37,7 @@ use ws_common::frame::close;
 
 use ws_server::cli::SlowConsumer;
 
+use crate::budget::{Holder, THRESHOLD};
 use crate::ctx::{Ctx, Stopped};
 use crate::http::{Admission, LINGER};
 use crate::hub::{frame_cost, ConnId, Mailbox, Queued};
@@ -144,6 +146,8 @@ struct Conn {
     /// Since when the writer has been unable to write.
     stall_since: Option<Instant>,
     last_ping: Instant,
+    /// Registered with `--memory-budget`'s pool while holding at least `THRESHOLD` bytes.
+    holder: Option<Arc<Holder>>,
     /// Room and user registrations, dropped (unregistered) when the loop ends.
     membership: Option<Membership>,
     _admission: Admission,
@@ -192,6 +196,7 @@ pub fn run(
         dirty: false,
         stall_since: None,
         last_ping: Instant::now(),
+        holder: None,
         membership: Some(membership),
         _admission: admission,
         _open: open,
@@ -231,6 +236,9 @@ impl Conn {
         };
         // No more deliveries: leave the room and user before closing.
         self.membership = None;
+        if self.holder.take().is_some() {
+            ctx.holders.unregister(self.id);
+        }
         // The closing paths (close handshake, linger, drain) live in their own allocation,
         // made only when a connection ends, so they do not grow every connection's task.
         Box::pin(self.finish(end)).await;
@@ -238,6 +246,10 @@ impl Conn {
 
     /// Drives reads and writes; Ready only when the select loop has something to do.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Ev> {
+        if self.holder.as_ref().is_some_and(|h| h.killed.load(Relaxed)) {
+            self.ctx.stats().memory_budget_closes.inc();
+            return Poll::Ready(Ev::End(End::Close(close::POLICY, "memory budget")));
+        }
         let mut handled = 0;
         loop {
             match self.ws.poll_next_unpin(cx) {
@@ -261,10 +273,41 @@ impl Conn {
                 break;
             }
         }
-        match self.pump(cx, true) {
-            Err(end) => Poll::Ready(Ev::End(end)),
-            Ok(true) => Poll::Ready(Ev::Rearm),
-            Ok(false) => Poll::Pending,
+        let stalled = match self.pump(cx, true) {
+            Err(end) => return Poll::Ready(Ev::End(end)),
+            Ok(stalled) => stalled,
+        };
+        self.account(cx);
+        let started = std::mem::take(&mut self.ws.get_mut().rearm);
+        if stalled || started {
+            Poll::Ready(Ev::Rearm)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// What this connection holds for `--memory-budget`: its unfinished message and its
+    /// queued output. Joins or leaves the pool when it crosses the threshold.
+    fn account(&mut self, cx: &Context<'_>) {
+        let queued = match &self.mailbox {
+            Some(mb) => mb.queued(),
+            None => self.local_queued,
+        };
+        let held = self.ws.get_ref().partial_bytes() + queued;
+        match &self.holder {
+            Some(_) if held < THRESHOLD / 2 => {
+                self.holder = None;
+                self.ctx.holders.unregister(self.id);
+            }
+            Some(h) => h.bytes.store(held, Relaxed),
+            None if held >= THRESHOLD => {
+                let h = Arc::new(Holder::default());
+                h.bytes.store(held, Relaxed);
+                h.waker.register(cx.waker());
+                self.ctx.holders.register(self.id, h.clone());
+                self.holder = Some(h);
+            }
+            None => {}
         }
     }
 
@@ -431,6 +474,13 @@ impl Conn {
         let now = Instant::now();
         let set = &self.ctx.settings;
         let s = self.ctx.stats();
+        if let (Some(limit), Some(since)) = (set.message_timeout, self.ws.get_ref().partial_since) {
+            if now >= since + limit {
+                // A trickle of bytes keeps the idle timer fresh; this one it does not.
+                s.message_timeout_closes.inc();
+                return Some(End::Close(close::POLICY, "message timeout"));
+            }
+        }
         if let Some(idle) = set.idle_timeout {
             if now >= self.ws.get_ref().last_rx + idle {
                 s.idle_timeout_closes.inc();
@@ -457,6 +507,9 @@ impl Conn {
     fn next_deadline(&self) -> Instant {
         let set = &self.ctx.settings;
         let mut next = Instant::now() + FAR;
+        if let (Some(limit), Some(since)) = (set.message_timeout, self.ws.get_ref().partial_since) {
+            next = next.min(since + limit);
+        }
         if let Some(idle) = set.idle_timeout {
             next = next.min(self.ws.get_ref().last_rx + idle);
         }

@@ -29,13 +29,20 @@ use crate::metrics::{Charge, Gauges};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_conns: u64,
-    pub max_message_size: usize,
     pub ping_interval: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
-    pub allow_origin: Vec<String>,
-    /// Bytes a connection may have queued unsent (messages not yet handed to tungstenite).
+    /// Who may do what on which listener (shared with ws-server).
+    pub policy: ws_common::route::Policy,
+    /// `--max-pending`: connections per worker slot still in their HTTP phase.
+    pub max_pending: u64,
+    /// `--message-timeout`: a started frame or fragmented message must end within it.
+    pub message_timeout: Option<Duration>,
+    /// `--memory-budget` × workers: partial messages and queued bytes of all connections.
+    pub memory_budget: usize,
+    /// Bytes a connection may have queued unsent (messages not yet handed to tungstenite):
+    /// `--send-queue-bytes`, never below one maximal message.
     pub send_queue_bytes: usize,
     pub slow_consumer: SlowConsumer,
     /// tungstenite's per-connection configuration (buffers and limits).
@@ -61,6 +68,8 @@ pub struct Ctx {
     /// Metrics label of each slot: the worker's core, then one for the extra slot.
     pub labels: Vec<usize>,
     pub hub: Hub,
+    /// Connections holding enough memory to matter for `--memory-budget`.
+    pub holders: crate::budget::Holders,
     /// WebSocket connections open, all threads together (the `--max-conns` budget).
     pub ws_open: AtomicU64,
     /// Connection tasks alive (handshaking, open or lingering): shutdown waits for 0.
@@ -86,6 +95,7 @@ impl Ctx {
             gauges: (0..slots).map(|_| Gauges::default()).collect(),
             labels,
             hub: Hub::default(),
+            holders: Default::default(),
             ws_open: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),

@@ -7,13 +7,15 @@
 //! into one bounded heap buffer (8 KiB, the handshake limit), freed before the WebSocket
 //! phase. Bytes that followed the head in the same read are handed to tungstenite.
 //!
-//! Routes: `GET /ws` (echo), `GET /broadcast?room=NAME[&echo=false]`, either with an
-//! optional `?user=ID`; `POST /push/ID`, `POST /broadcast/NAME`; `GET /metrics`,
-//! `GET /healthz`. Every plain HTTP answer closes the connection (`Connection: close`),
+//! Routing and authorisation are `ws_common::route::Policy`, also shared: on the public
+//! listener `GET /ws` (echo) and `GET /broadcast?room=NAME[&echo=false]`, with `?user=ID`
+//! or a signed token; on the admin listener `POST /push/ID`, `POST /broadcast/NAME`,
+//! `GET /metrics`; `GET /healthz` on both. At most `--max-pending` connections per worker
+//! are in this phase at once (503 beyond). Every plain HTTP answer closes the connection (`Connection: close`),
 //! then lingers briefly so the client reads it rather than a reset.
 
 use std::pin::pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +24,10 @@ use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use ws_common::handshake::{self, parse_request, Method, Reject, Request};
+use ws_common::auth::unix_now;
+use ws_common::handshake::{self, parse_request, Reject, Request};
 use ws_common::limits::MAX_HANDSHAKE_BYTES;
+use ws_common::route::{Route as Allowed, Side};
 
 use crate::conn::{self, Route};
 use crate::ctx::{Ctx, Stopped};
@@ -46,9 +50,16 @@ enum ReadEnd {
 }
 
 /// The root of every connection task.
-pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
+pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream, side: Side) {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     let home = ctx.slot();
+    if ctx.gauges[home].pending.load(Relaxed) >= ctx.settings.max_pending {
+        // --max-pending: what sockets that never finish their request can hold is bounded.
+        ctx.stats().reject(Reject::Busy);
+        let resp = Reject::Busy.response();
+        let _ = stream.try_write(&resp);
+        return;
+    }
     let pending = Charge::new(&ctx.gauges[home].pending, 1);
     // The request buffer (the task itself is charged by spawn_conn).
     let mut state = Charge::new(&ctx.gauges[home].state_bytes, HEAD_BUFFER as u64);
@@ -77,52 +88,37 @@ pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream) {
         Ok(Ok(req)) => req,
     };
 
-    let path = req.path.as_str();
-    let route = match path {
-        "/ws" => Route::echo(req.query_param("user")),
-        "/broadcast" => {
-            let echo = req.query_param("echo").as_deref() != Some("false");
-            Route::broadcast(
-                req.query_param("room").unwrap_or_default(),
-                echo,
-                req.query_param("user"),
-            )
-        }
-        "/metrics" | "/healthz" => {
-            if req.method != Method::Get {
-                return reject(ctx, &mut stream, Reject::MethodNotAllowed).await;
-            }
-            let resp = if path == "/metrics" {
-                let body = crate::metrics::render(ctx);
-                handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes())
-            } else {
-                handshake::http_response(200, "", "text/plain", b"ok\n")
-            };
+    let up = match ctx.settings.policy.route(&req, side, unix_now()) {
+        Err(r) => return reject(ctx, &mut stream, r).await,
+        Ok(Allowed::Upgrade(up)) => up,
+        Ok(Allowed::Healthz) => {
+            let resp = handshake::http_response(200, "", "text/plain", b"ok\n");
             return finish(&mut stream, &resp).await;
         }
-        _ => {
-            if let Some(rest) = path.strip_prefix("/push/") {
-                let user = handshake::percent_decode(rest);
-                return post(ctx, &mut stream, &req, &buf, deadline, &user, |body| {
-                    let n = ctx.hub.push(ctx, &user, &body);
-                    (if n == 0 { 404 } else { 200 }, n)
-                })
-                .await;
-            }
-            if let Some(rest) = path.strip_prefix("/broadcast/") {
-                let room = handshake::percent_decode(rest);
-                return post(ctx, &mut stream, &req, &buf, deadline, &room, |body| {
-                    (200, ctx.hub.broadcast(ctx, &room, &body, None))
-                })
-                .await;
-            }
-            return reject(ctx, &mut stream, Reject::NotFound).await;
+        Ok(Allowed::Metrics) => {
+            let body = crate::metrics::render(ctx);
+            let resp =
+                handshake::http_response(200, "", "text/plain; version=0.0.4", body.as_bytes());
+            return finish(&mut stream, &resp).await;
+        }
+        Ok(Allowed::Push { user, len }) => {
+            return post(ctx, &mut stream, &req, &buf, deadline, len, |body| {
+                let n = ctx.hub.push(ctx, &user, &body);
+                (if n == 0 { 404 } else { 200 }, n)
+            })
+            .await;
+        }
+        Ok(Allowed::Publish { room, len }) => {
+            return post(ctx, &mut stream, &req, &buf, deadline, len, |body| {
+                (200, ctx.hub.broadcast(ctx, &room, &body, None))
+            })
+            .await;
         }
     };
-
-    let accept = match req.check_upgrade(&ctx.settings.allow_origin) {
-        Ok(a) => a,
-        Err(r) => return reject(ctx, &mut stream, r).await,
+    let accept = up.accept;
+    let route = match up.room {
+        Some(room) => Route::broadcast(room, up.echo, up.user),
+        None => Route::echo(up.user),
     };
     if ctx.stopping() {
         return;
@@ -207,39 +203,27 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request,
     result
 }
 
-/// A `POST` route, checked as ws-server does (405 for another method, 404 for an empty
-/// name, 400 without `Content-Length`, 413 over `--max-message-size`): reads the body,
-/// hands it to `act` as one binary message, answers with `act`'s status and count.
+/// A `POST` route, already routed and authorised by the policy (`len` within
+/// `--max-body`): reads the body, hands it to `act` as one binary message, answers with
+/// `act`'s status and count. The body grows only by what each read brings (never sized from
+/// the announced length, never re-copied per read).
 async fn post(
     ctx: &'static Ctx,
     stream: &mut TcpStream,
     req: &Request,
     buf: &[u8],
     deadline: Instant,
-    name: &str,
+    len: usize,
     act: impl FnOnce(Message) -> (u16, u64),
 ) {
-    if req.method != Method::Post {
-        return reject(ctx, stream, Reject::MethodNotAllowed).await;
-    }
-    if name.is_empty() {
-        return reject(ctx, stream, Reject::NotFound).await;
-    }
-    let Some(len) = req.content_length else {
-        return reject(ctx, stream, Reject::BadRequest).await;
-    };
-    if len > ctx.settings.max_message_size {
-        return reject(ctx, stream, Reject::PayloadTooLarge).await;
-    }
     let have = &buf[req.head_len..];
-    let mut body = Vec::with_capacity(len);
-    body.extend_from_slice(&have[..have.len().min(len)]);
-    if body.len() < len {
-        let start = body.len();
-        body.resize(len, 0);
-        match timeout_at(deadline, stream.read_exact(&mut body[start..])).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return, // EOF or error mid-body: nothing to answer
+    let mut body = have[..have.len().min(len)].to_vec();
+    let mut chunk = [0u8; 8 * 1024];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        match timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return, // EOF or error mid-body: nothing to answer
+            Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
             Err(_) => {
                 ctx.stats().handshake_timeout_closes.inc();
                 return;

@@ -75,6 +75,11 @@ impl Mailbox {
             .is_ok()
     }
 
+    /// Bytes charged and not yet handed to tungstenite.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+
     pub fn release(&self, cost: usize) {
         self.queued.fetch_sub(cost, Relaxed);
     }

@@ -27,6 +27,7 @@
 //! Modules: [`ctx`] shared state, [`http`] request and routing, [`conn`] the WebSocket
 //! loop, [`hub`] rooms/users/mailboxes, [`metrics`] the page, [`stream`] the counted socket.
 
+mod budget;
 mod conn;
 mod ctx;
 mod http;
@@ -47,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use ws_common::route::Side;
 use ws_server::cli::{Config, SlowConsumer};
 
 use crate::ctx::{Ctx, Settings, Stopped};
@@ -88,12 +90,12 @@ fn parse_cli() -> Config {
     Config::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
 }
 
-fn settings(cfg: &Config) -> Settings {
+fn settings(cfg: &Config, workers: usize) -> Settings {
     // Clamped as ws-server does (u32 seconds), so `now + timeout` cannot overflow.
     let dur = |s: u64| Duration::from_secs(s.min(u32::MAX as u64));
     let secs = |s: u64| (s > 0).then(|| dur(s));
     let max = cfg.max_message_size;
-    let send_queue_bytes = cfg.send_queue_bytes;
+    let send_queue_bytes = cfg.send_queue_bound();
     let ws = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -104,12 +106,14 @@ fn settings(cfg: &Config) -> Settings {
         .max_frame_size(Some(max));
     Settings {
         max_conns: cfg.max_conns.unwrap_or(u64::MAX),
-        max_message_size: max,
         ping_interval: secs(cfg.ping_interval),
         idle_timeout: secs(cfg.idle_timeout),
         handshake_timeout: dur(cfg.handshake_timeout.max(1)),
         drain_timeout: dur(cfg.drain_timeout),
-        allow_origin: cfg.allow_origin.clone(),
+        policy: cfg.policy(),
+        max_pending: cfg.max_pending as u64,
+        message_timeout: secs(cfg.message_timeout),
+        memory_budget: (cfg.memory_budget.min(usize::MAX as u64) as usize).saturating_mul(workers),
         send_queue_bytes,
         slow_consumer: cfg.slow_consumer,
         ws,
@@ -137,22 +141,27 @@ fn run() -> i32 {
     };
     let (soft, hard) = ws_common::metrics::raise_nofile_to_hard();
     let backlog = cfg.backlog.unwrap_or_else(ws_server::listener::somaxconn);
+    let send_buffer = cfg.socket_send_buffer as usize;
     // One listening socket, with ws-server's check that no stale server holds the port.
-    let (fds, bound) = match ws_server::listener::bind_all(cfg.listen, 1, backlog) {
+    let (std_listener, bound) = match bind_one(cfg.listen, backlog, send_buffer) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{NAME}: {e}");
             return 2;
         }
     };
-    let Some(&fd) = fds.first() else {
-        eprintln!("{NAME}: no listening socket");
-        return 2;
+    let admin = match cfg.admin_addr() {
+        None => None,
+        Some(a) => match bind_one(a, backlog, 0) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("{NAME}: --admin-listen: {e}");
+                return 2;
+            }
+        },
     };
-    // SAFETY: bind_all returned this fd to us (non-blocking, listening); nothing else owns it.
-    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
 
-    let ctx: &'static Ctx = Box::leak(Box::new(Ctx::new(settings(&cfg), &cores)));
+    let ctx: &'static Ctx = Box::leak(Box::new(Ctx::new(settings(&cfg, cores.len()), &cores)));
 
     // Worker threads: each takes the next stats slot and pins itself to its core. The
     // workers are the first threads the runtime starts (at build time); any later thread
@@ -218,7 +227,27 @@ fn run() -> i32 {
                 return Err(2);
             }
         };
-        tokio::spawn(accept_loop(ctx, listener));
+        tokio::spawn(accept_loop(ctx, listener, Side::Public));
+        let admin_bound = match admin {
+            None => None,
+            Some((l, at)) => match TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::spawn(accept_loop(ctx, l, Side::Admin));
+                    Some(at)
+                }
+                Err(e) => {
+                    eprintln!("{NAME}: cannot register the admin listener: {e}");
+                    return Err(2);
+                }
+            },
+        };
+        tokio::spawn(budget_loop(ctx));
+        // From now on descriptors come and go with connections, which the gauges count:
+        // /metrics adds them to this instead of listing /proc/self/fd per scrape.
+        ws_server::stats::BASE_FDS.store(
+            ws_common::metrics::open_fds(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let s = &ctx.settings;
         eprintln!(
@@ -235,10 +264,14 @@ fn run() -> i32 {
                 SlowConsumer::Drop => "drop",
             }
         );
-        if cfg.allow_origin.is_empty() {
-            eprintln!("{NAME}: no --allow-origin given: any Origin is accepted (development mode)");
+        for w in s.policy.warnings() {
+            eprintln!("{NAME}: {w}");
         }
         println!("listening on {bound}");
+        match admin_bound {
+            Some(a) => println!("admin on {a}"),
+            None => eprintln!("{NAME}: --admin-listen off: no push, broadcast or metrics routes"),
+        }
         let _ = std::io::stdout().flush();
 
         let sig = tokio::select! {
@@ -285,8 +318,33 @@ fn second_signal() {
     std::process::exit(1);
 }
 
+/// Binds one listening socket (ws-server's code: the stale-server check, SO_SNDBUF that
+/// accepted sockets inherit).
+fn bind_one(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+    send_buffer: usize,
+) -> Result<(std::net::TcpListener, std::net::SocketAddr), String> {
+    let (fds, bound) = ws_server::listener::bind_all(addr, 1, backlog, send_buffer)?;
+    let Some(&fd) = fds.first() else {
+        return Err("no listening socket".into());
+    };
+    // SAFETY: bind_all returned this fd to us (non-blocking, listening); nothing else owns it.
+    Ok((unsafe { std::net::TcpListener::from_raw_fd(fd) }, bound))
+}
+
+/// `--memory-budget`, checked once a second as ws-server's tick does.
+async fn budget_loop(ctx: &'static Ctx) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !ctx.stopping() {
+        every.tick().await;
+        ctx.holders.enforce(ctx.settings.memory_budget);
+    }
+}
+
 /// Accepts until shutdown; one task per connection.
-async fn accept_loop(ctx: &'static Ctx, listener: TcpListener) {
+async fn accept_loop(ctx: &'static Ctx, listener: TcpListener, side: Side) {
     let notified = pin!(ctx.stop.notified());
     let mut stopped = Stopped::new(ctx, notified);
     loop {
@@ -299,7 +357,7 @@ async fn accept_loop(ctx: &'static Ctx, listener: TcpListener) {
             Ok((stream, _)) => {
                 ctx.stats().accepted.inc();
                 let _ = stream.set_nodelay(true);
-                ctx.spawn_conn(http::serve(ctx, stream), 0);
+                ctx.spawn_conn(http::serve(ctx, stream, side), 0);
             }
             Err(e) => {
                 ctx.stats().accept_error(e.raw_os_error().unwrap_or(0));

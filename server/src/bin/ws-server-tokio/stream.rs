@@ -1,6 +1,8 @@
 //! The TCP stream under tungstenite, wrapped to count received bytes (`ws_bytes_in_total`,
 //! counted like ws-server: every byte read after the upgrade) and to remember when the
-//! client last sent anything (the idle timeout counts any frame, pongs included).
+//! client last sent anything (the idle timeout counts any frame, pongs included), and when
+//! the frame or message still unfinished began (the message timeout: a trickle of bytes
+//! keeps the idle timer fresh, not this one).
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +24,10 @@ pub struct Counted {
     utf8: Utf8Guard,
     /// The bytes read before the upgrade (handed to tungstenite) already failed the guard.
     utf8_failed: bool,
+    /// When the unfinished frame or fragmented message began (`--message-timeout`).
+    pub partial_since: Option<Instant>,
+    /// `partial_since` was set since the connection last looked: its timer may move closer.
+    pub rearm: bool,
 }
 
 impl Counted {
@@ -29,12 +35,32 @@ impl Counted {
     pub fn new(ctx: &'static Ctx, inner: TcpStream, leftover: &[u8]) -> Counted {
         let mut utf8 = Utf8Guard::default();
         let utf8_failed = utf8.feed(leftover).is_err();
+        let now = Instant::now();
+        let partial_since = utf8.in_message().then_some(now);
         Counted {
             inner,
             ctx,
-            last_rx: Instant::now(),
+            last_rx: now,
             utf8,
             utf8_failed,
+            partial_since,
+            rearm: partial_since.is_some(),
+        }
+    }
+
+    /// Bytes of the unfinished frame or message received so far.
+    pub fn partial_bytes(&self) -> usize {
+        self.utf8.partial_bytes() as usize
+    }
+
+    /// After a read: starts or stops the `--message-timeout` clock.
+    fn track_partial(&mut self, now: Instant) {
+        let completed = self.utf8.take_completed();
+        if !self.utf8.in_message() {
+            self.partial_since = None;
+        } else if completed || self.partial_since.is_none() {
+            self.partial_since = Some(now);
+            self.rearm = true;
         }
     }
 
@@ -63,7 +89,8 @@ impl AsyncRead for Counted {
             let n = buf.filled().len() - before;
             if n > 0 {
                 self.ctx.stats().bytes_in.add(n as u64);
-                self.last_rx = Instant::now();
+                let now = Instant::now();
+                self.last_rx = now;
                 let this = &mut *self;
                 if this.utf8.feed(&buf.filled()[before..]).is_err() {
                     this.utf8_failed = true;
@@ -72,6 +99,7 @@ impl AsyncRead for Counted {
                         INVALID_UTF8,
                     )));
                 }
+                this.track_partial(now);
             }
         }
         r

@@ -30,6 +30,10 @@ pub struct Utf8Guard {
     carry: [u8; 3],
     carry_len: usize,
     off: bool,
+    /// Bytes of the unfinished frame or fragmented message so far (what a trickle pins).
+    msg_bytes: u64,
+    /// A message (or a control frame outside one) ended since the last `take_completed`.
+    completed: bool,
 }
 
 impl Utf8Guard {
@@ -39,6 +43,7 @@ impl Utf8Guard {
             if self.left == 0 && self.hdr_len < header_len(&self.hdr[..self.hdr_len]) {
                 self.hdr[self.hdr_len] = bytes[0];
                 self.hdr_len += 1;
+                self.msg_bytes += 1;
                 bytes = &bytes[1..];
                 if self.hdr_len == header_len(&self.hdr[..self.hdr_len]) {
                     self.start_frame();
@@ -50,6 +55,7 @@ impl Utf8Guard {
                 self.check(&bytes[..n])?;
             }
             bytes = &bytes[n..];
+            self.msg_bytes += n as u64;
             self.left -= n as u64;
             self.pos += n as u64;
             if self.left == 0 {
@@ -103,6 +109,29 @@ impl Utf8Guard {
             self.carry_len = 0;
         }
         self.text = false;
+        if self.frag_text.is_none() {
+            self.msg_bytes = 0;
+            self.completed = true;
+        }
+    }
+
+    /// A frame or fragmented message has started and not ended (`--message-timeout`).
+    pub fn in_message(&self) -> bool {
+        !self.off && (self.hdr_len > 0 || self.left > 0 || self.frag_text.is_some())
+    }
+
+    /// Bytes received of the unfinished frame or message (`--memory-budget`).
+    pub fn partial_bytes(&self) -> u64 {
+        if self.in_message() {
+            self.msg_bytes
+        } else {
+            0
+        }
+    }
+
+    /// Whether a message ended since the last call.
+    pub fn take_completed(&mut self) -> bool {
+        std::mem::take(&mut self.completed)
     }
 
     /// Checks `payload` (masked, starting at `self.pos`) as more of the message's UTF-8.
@@ -181,5 +210,23 @@ mod tests {
         let mut s = frame(false, 1, b"ok");
         s.extend(frame(false, 0, b"\xff"));
         assert!(g.feed(&s).is_err());
+    }
+
+    #[test]
+    fn knows_when_a_message_is_unfinished() {
+        let mut g = Utf8Guard::default();
+        let f = frame(true, 2, &[7; 10]);
+        g.feed(&f[..1]).unwrap();
+        assert!(g.in_message());
+        g.feed(&f[1..8]).unwrap();
+        assert_eq!(g.partial_bytes(), 8);
+        g.feed(&f[8..]).unwrap();
+        assert!(!g.in_message() && g.take_completed());
+        let mut s = frame(false, 2, b"ab");
+        s.extend(frame(true, 9, b"")); // a ping between fragments
+        g.feed(&s).unwrap();
+        assert!(g.in_message() && !g.take_completed());
+        g.feed(&frame(true, 0, b"c")).unwrap();
+        assert!(!g.in_message() && g.take_completed());
     }
 }
