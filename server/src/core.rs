@@ -719,7 +719,7 @@ impl Core {
                 Some((bytes, slot, c.gen))
             })
             .collect();
-        holders.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        holders.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
         for (bytes, slot, gen) in holders {
             if state <= self.settings.memory_budget {
                 break;

@@ -159,14 +159,8 @@ fn healthz_and_metrics_are_plain_http(bin: &str) {
     if two_cores().len() == 2 {
         assert!(m.contains("ws_connections_open{core=\"1\"}"));
     }
-    let mut s = srv.raw();
-    assert_eq!(
-        status_of(&exchange(
-            &mut s,
-            b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
-        )),
-        405
-    );
+    let req = format!("POST /metrics HTTP/1.1\r\n{}\r\n", srv.admin_headers());
+    assert_eq!(status_of(&srv.admin_request(&req)), 405);
 }
 
 fn max_conns_answers_503(bin: &str) {

@@ -143,9 +143,10 @@ fn accept_recovers_after_descriptor_exhaustion(bin: &str) {
     // Scrape (retry while the server still sees the closes and frees descriptors).
     let mut emfile = 0;
     for _ in 0..100 {
-        if let Ok(mut s) = std::net::TcpStream::connect(srv.addr) {
+        if let Ok(mut s) = std::net::TcpStream::connect(srv.admin.unwrap()) {
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let head = exchange(&mut s, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+            let req = format!("GET /metrics HTTP/1.1\r\n{}\r\n", srv.admin_headers());
+            let head = exchange(&mut s, req.as_bytes());
             if status_of(&head) == 200 {
                 let mut body = String::new();
                 let _ = std::io::Read::read_to_string(&mut s, &mut body);

@@ -17,6 +17,10 @@ pub struct Server {
     /// This is the tokio baseline.
     pub tokio: bool,
     pub addr: SocketAddr,
+    /// The admin listener (`admin on ADDR`), unless `--admin-listen off`.
+    pub admin: Option<SocketAddr>,
+    /// `--api-key`, if given: the helpers present it on admin requests.
+    pub api_key: Option<String>,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -100,6 +104,18 @@ impl Server {
             })
             .parse()
             .expect("address");
+        let admin_off = args.windows(2).any(|w| w == ["--admin-listen", "off"]);
+        let admin = (!admin_off).then(|| {
+            let line = lines.next().expect("no admin line").expect("read stdout");
+            line.strip_prefix("admin on ")
+                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                .parse()
+                .expect("admin address")
+        });
+        let api_key = args
+            .windows(2)
+            .find(|w| w[0] == "--api-key")
+            .map(|w| w[1].to_string());
         // Keep draining stdout (the exit summary) so the child never blocks on a full pipe.
         let out = log.clone();
         std::thread::spawn(move || {
@@ -111,6 +127,8 @@ impl Server {
             child,
             tokio: is_tokio(bin),
             addr,
+            admin,
+            api_key,
             stderr: log,
         }
     }
@@ -133,13 +151,38 @@ impl Server {
         ws
     }
 
-    /// `/metrics` as text.
-    pub fn metrics(&self) -> String {
-        let mut s = self.raw();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+    /// A connection to the admin listener.
+    pub fn admin_raw(&self) -> TcpStream {
+        let s = TcpStream::connect(self.admin.expect("admin listener is off")).expect("connect");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s
+    }
+
+    /// The headers an admin request from this test needs: an address as Host, and the key.
+    pub fn admin_headers(&self) -> String {
+        let mut h = format!("Host: {}\r\n", self.admin.expect("admin listener is off"));
+        if let Some(k) = &self.api_key {
+            h.push_str(&format!("Authorization: Bearer {k}\r\n"));
+        }
+        h
+    }
+
+    /// Sends `req` (which ends its head with [`Self::admin_headers`]) to the admin
+    /// listener and returns the whole response.
+    pub fn admin_request(&self, req: &str) -> String {
+        let mut s = self.admin_raw();
+        s.write_all(req.as_bytes()).unwrap();
         let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// `/metrics` as text (from the admin listener).
+    pub fn metrics(&self) -> String {
+        let out = self.admin_request(&format!(
+            "GET /metrics HTTP/1.1\r\n{}\r\n",
+            self.admin_headers()
+        ));
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         out
     }

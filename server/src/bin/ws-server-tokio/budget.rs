@@ -58,7 +58,7 @@ impl Holders {
         if total <= budget {
             return 0;
         }
-        held.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        held.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
         let mut killed = 0;
         for (bytes, h) in held {
             if total <= budget {
