@@ -184,8 +184,8 @@ fn broadcast_closed_loop_publishers_wait_for_their_own_messages() {
 fn push_delivers_every_push_to_its_user() {
     let _g = common::serial();
     let srv = WsServer::start_on_two_cores(&[]);
-    let r = run_loadgen(
-        &srv.url("/ws"),
+    let r = srv.run_loadgen(
+        "/ws",
         &[
             "--scenario",
             "push",
@@ -218,8 +218,8 @@ fn push_delivers_every_push_to_its_user() {
 fn push_over_the_server_message_limit_is_counted_as_413() {
     let _g = common::serial();
     let srv = WsServer::start_on_two_cores(&["--max-message-size", "100"]);
-    let r = run_loadgen(
-        &srv.url("/ws"),
+    let r = srv.run_loadgen(
+        "/ws",
         &[
             "--scenario",
             "push",

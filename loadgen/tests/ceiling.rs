@@ -44,18 +44,26 @@ impl Outcome {
 }
 
 /// Runs `ws-loadgen ceiling URL args...` (through `prefix`), bounded to 3 minutes.
-fn ceiling(prefix: &[&str], url: &str, args: &[&str]) -> Outcome {
-    ceiling_with_nofile(prefix, url, args, None)
+fn ceiling(prefix: &[&str], srv: &WsServer, args: &[&str]) -> Outcome {
+    ceiling_with_nofile(prefix, srv, args, None)
 }
 
 /// Same, with the load generator's (and so its agents') RLIMIT_NOFILE set to `nofile`.
-fn ceiling_with_nofile(prefix: &[&str], url: &str, args: &[&str], nofile: Option<u64>) -> Outcome {
+/// The server's `/ws` is the target; its admin listener gives `/metrics`.
+fn ceiling_with_nofile(
+    prefix: &[&str],
+    srv: &WsServer,
+    args: &[&str],
+    nofile: Option<u64>,
+) -> Outcome {
+    let url = srv.url("/ws");
     let json = common::temp_path("ceiling.json");
     let html = common::temp_path("ceiling.html");
     let mut cmd = command(prefix, common::bin());
     cmd.arg("ceiling")
         .arg(url)
         .args(args)
+        .args(srv.admin_args())
         .arg("--json")
         .arg(&json)
         .arg("--html")
@@ -105,7 +113,7 @@ fn names_the_servers_open_files_limit() {
     let srv = start_server(&[], Some(300));
     let o = ceiling(
         &[],
-        &srv.url("/ws"),
+        &srv,
         &[
             "--max",
             "1000",
@@ -176,7 +184,7 @@ fn names_its_own_open_files_limit_and_spreads_over_processes_to_avoid_it() {
     // One process with 400 descriptors: its own socket() fails with EMFILE first.
     let mut one = args.to_vec();
     one.extend(["--processes", "1"]);
-    let o = ceiling_with_nofile(&[], &srv.url("/ws"), &one, Some(400));
+    let o = ceiling_with_nofile(&[], &srv, &one, Some(400));
     let j = &o.json;
     assert_eq!(o.code, 0, "{}", o.explain());
     assert_eq!(
@@ -200,7 +208,7 @@ fn names_its_own_open_files_limit_and_spreads_over_processes_to_avoid_it() {
     // Left to choose, it starts enough processes for --max and finds no limit below it.
     let o = ceiling_with_nofile(
         &[],
-        &srv.url("/ws"),
+        &srv,
         &["--max", "1000", "--step", "250", "--hold", "1s"],
         Some(400),
     );
@@ -281,7 +289,7 @@ fn names_the_ephemeral_ports_in_a_netns() {
         let srv = start_server(&prefix, None);
         let o = ceiling(
             &prefix,
-            &srv.url("/ws"),
+            &srv,
             &["--max", "1000", "--step", "100", "--hold", "2s"],
         );
         let j = &o.json;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::config::parse::{parse_count, parse_source_ips_arg, SourceIps};
+use crate::config::auth::AdminArgs;
 use crate::config::tls::TlsArgs;
 use crate::limits::bounds::{
     measured_from_report, Diagnosis, GatherOpts, Inputs, Limits, ACCEPT_RATE_PER_CORE,
@@ -35,8 +36,8 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 
-    /// Where the server's Prometheus metrics are (default: http://HOST:PORT/metrics of the
-    /// URL; `none` to not ask).
+    /// Where the server's Prometheus metrics are (default: /metrics on the admin listener,
+    /// see --admin-url; `none` to not ask).
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
 
@@ -91,6 +92,9 @@ pub struct DoctorArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `auto` (0) or a positive count.
@@ -113,16 +117,16 @@ pub fn run(a: &DoctorArgs) -> i32 {
             return 2;
         }
     };
-    let metrics = match a.metrics_url.as_deref() {
-        Some("none") => None,
-        Some(u) => match MetricsUrl::parse(u) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                eprintln!("ws-loadgen doctor: {e}");
-                return 2;
-            }
-        },
-        None => Some(MetricsUrl::beside(&target)),
+    let metrics = match a
+        .admin
+        .admin(&target)
+        .and_then(|adm| MetricsUrl::choose(a.metrics_url.as_deref(), &adm))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ws-loadgen doctor: {e}");
+            return 2;
+        }
     };
     if let Some(pid) = a.server_pid {
         if limits::proc_nofile(pid).is_none() {

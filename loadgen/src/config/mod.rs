@@ -24,6 +24,7 @@ pub struct Target {
     pub path_and_query: String,
 }
 
+pub mod auth;
 pub mod parse;
 pub mod plan;
 pub mod source_ip;
@@ -143,6 +144,10 @@ pub struct RunConfig {
     pub echo_self: bool,
     /// Push: HTTP POSTs in flight per worker.
     pub push_concurrency: u32,
+    /// `--token-secret`: a signed token per connection.
+    pub tokens: Option<auth::Tokens>,
+    /// The server's admin listener (push POSTs).
+    pub admin: auth::Admin,
 }
 
 /// Descriptors kept aside for stdio, epoll instances, report files and the like.

@@ -5,7 +5,12 @@
 use std::sync::atomic::Ordering;
 
 use ws_common::errno::errno_name;
-use ws_common::handshake::{accept_key, encode_key, parse_response, ClientHandshakeError};
+use ws_common::handshake::{
+    accept_key, client_request, encode_key, parse_response, ClientHandshakeError,
+};
+
+use crate::config::auth::TokenVia;
+use crate::config::RunConfig;
 
 use crate::engine::conn::{token, State};
 use crate::engine::io::Phase;
@@ -27,6 +32,56 @@ pub fn handshake_class(e: ClientHandshakeError) -> String {
         ClientHandshakeError::Malformed => "malformed_response".into(),
         ClientHandshakeError::TooLarge => "response_too_large".into(),
     }
+}
+
+/// The user id of the slot with stamp sender `sender` in generation `gen`: unique across
+/// workers and reconnects (the generation changes at every close). It is what a push
+/// run registers as (`?user=`) and what a minted token's `sub` says.
+pub fn user_id(sender: u32, gen: u32) -> String {
+    format!("u{sender}-{gen}")
+}
+
+/// A connection's own upgrade request (not the shared template): user `user` presented as
+/// a signed token (`--token-secret`), or as `?user=` when the scenario registers users
+/// and no secret is set.
+fn own_request(cfg: &RunConfig, user: &str, registers: bool, key: &str, out: &mut Vec<u8>) {
+    let t = &cfg.target;
+    let sep = if t.path_and_query.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let mut path = t.path_and_query.clone();
+    let mut bearer = None;
+    match &cfg.tokens {
+        Some(tokens) => {
+            let tok = tokens.mint(user);
+            match tokens.via {
+                TokenVia::Query => {
+                    // base64url and dots: nothing to escape in a query.
+                    path.push(sep);
+                    path.push_str("token=");
+                    path.push_str(&tok);
+                }
+                TokenVia::Header => bearer = Some(format!("Authorization: Bearer {tok}")),
+            }
+        }
+        None if registers => {
+            path.push(sep);
+            path.push_str("user=");
+            path.push_str(user);
+        }
+        None => {}
+    }
+    let mut headers = cfg.headers.clone();
+    headers.extend(bearer);
+    out.extend_from_slice(&client_request(
+        &t.host_header,
+        &path,
+        key,
+        cfg.origin.as_deref(),
+        &headers,
+    ));
 }
 
 impl<S: Scenario> Worker<S> {
@@ -115,9 +170,14 @@ impl<S: Scenario> Worker<S> {
         let key = encode_key(raw);
         let mut req = std::mem::take(&mut self.reqbuf);
         req.clear();
-        if !self.sc.request(&self.io, idx, &key, &mut req) {
+        let cfg = &self.io.sh.cfg;
+        let registers = self.sc.registers_user();
+        if cfg.tokens.is_none() && !registers {
             req.extend_from_slice(&self.request);
             req[self.key_at..self.key_at + key.len()].copy_from_slice(key.as_bytes());
+        } else {
+            let user = user_id(self.io.sender_id(idx), self.io.conns[idx].gen);
+            own_request(cfg, &user, registers, &key, &mut req);
         }
         self.io.send_bytes(idx, &req);
         self.reqbuf = req;

@@ -16,3 +16,5 @@ pub mod sys;
 pub mod timers;
 pub mod tls;
 pub mod worker;
+
+pub use connect::user_id;

@@ -28,9 +28,12 @@ pub trait Scenario: Send + 'static {
         None
     }
 
-    /// Writes slot `idx`'s upgrade request with key `key` into `out` and returns true, or
-    /// returns false to use the worker's shared request template (the common case).
-    fn request(&mut self, _io: &Io, _idx: usize, _key: &str, _out: &mut Vec<u8>) -> bool {
+    /// Whether each connection registers as its own user ([`user_id`]: `?user=`, or the
+    /// `sub` of its token with `--token-secret`), so the worker cannot use one shared
+    /// upgrade request for all.
+    ///
+    /// [`user_id`]: crate::engine::user_id
+    fn registers_user(&self) -> bool {
         false
     }
 

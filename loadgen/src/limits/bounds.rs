@@ -406,11 +406,20 @@ impl Limits {
             (Some(r), Some(s)) => limits::reserved_in_range(&s, r),
             _ => 0,
         };
-        let sm = o
-            .metrics
-            .as_ref()
-            .and_then(|m| m.scrape(Duration::from_secs(2)).ok())
-            .map(|m| ServerMetrics::from(&m));
+        let sm = o.metrics.as_ref().and_then(|m| {
+            match m.scrape(Duration::from_secs(2)) {
+                Ok(page) => Some(ServerMetrics::from(&page)),
+                Err(e) => {
+                    // Said once, here: every figure that needed the page is then "unknown".
+                    eprintln!(
+                        "ws-loadgen: note: no server metrics from http://{}{}: {e} \
+                         (--metrics-url, --admin-url; `--metrics-url none` not to ask)",
+                        m.host, m.path
+                    );
+                    None
+                }
+            }
+        });
         let found = limits::find_server(o.target, o.server_pid);
         let server = if found.is_some() || sm.is_some() {
             let pid = found.as_ref().map(|f| f.0);

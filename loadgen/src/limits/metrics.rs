@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::config::auth::Admin;
+
 /// Parsed Prometheus text: `name{labels} value` samples.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
@@ -84,6 +86,8 @@ pub struct MetricsUrl {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// The `Authorization` line (`--api-key`), if any.
+    pub authorization: Option<String>,
 }
 
 impl MetricsUrl {
@@ -110,16 +114,25 @@ impl MetricsUrl {
             addr,
             host,
             path: u.path().to_string(),
+            authorization: None,
         })
     }
 
-    /// `/metrics` on the same host and port as a `ws://` target.
-    pub fn beside(target: &crate::config::Target) -> Self {
-        Self {
-            addr: target.addr,
-            host: target.host_header.clone(),
-            path: "/metrics".into(),
-        }
+    /// `--metrics-url` (`none`: do not ask), else `/metrics` on the admin listener; either
+    /// way with the admin's API key.
+    pub fn choose(given: Option<&str>, admin: &Admin) -> Result<Option<Self>, String> {
+        let mut m = match given {
+            Some("none") => return Ok(None),
+            Some(u) => Self::parse(u)?,
+            None => Self {
+                addr: admin.addr,
+                host: admin.host_header.clone(),
+                path: "/metrics".into(),
+                authorization: None,
+            },
+        };
+        m.authorization = admin.authorization();
+        Ok(Some(m))
     }
 
     /// GET the page within `timeout` (connect + whole answer) and parse it.
@@ -133,8 +146,13 @@ impl MetricsUrl {
                 .max(Duration::from_millis(1))
         };
         let _ = s.set_write_timeout(Some(left()));
+        let auth = self
+            .authorization
+            .as_deref()
+            .map(|a| format!("{a}\r\n"))
+            .unwrap_or_default();
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: ws-loadgen\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\nUser-Agent: ws-loadgen\r\n\r\n",
             self.path, self.host
         );
         s.write_all(req.as_bytes())
@@ -164,6 +182,12 @@ impl MetricsUrl {
         let text = String::from_utf8_lossy(&body);
         let (head, rest) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
         let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status == "401" {
+            return Err(format!(
+                "HTTP status 401 from {}{}: the admin listener wants its API key (--api-key or WS_API_KEY)",
+                self.host, self.path
+            ));
+        }
         if status != "200" {
             return Err(format!("HTTP status {status}"));
         }

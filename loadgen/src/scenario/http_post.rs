@@ -118,23 +118,28 @@ pub fn parse_answer(buf: &[u8], eof: bool) -> Answer {
 }
 
 /// The request for a push of `body` to `user`.
-pub fn request(host_header: &str, user: &str, body: &[u8], out: &mut Vec<u8>) {
+/// `authorization` is the whole header line (`--api-key`).
+pub fn request(
+    host_header: &str,
+    authorization: Option<&str>,
+    user: &str,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.clear();
+    out.extend_from_slice(format!("POST /push/{user} HTTP/1.1\r\nHost: {host_header}\r\n").as_bytes());
+    if let Some(a) = authorization {
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(
         format!(
-            "POST /push/{user} HTTP/1.1\r\nHost: {host_header}\r\n\
-             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
     );
     out.extend_from_slice(body);
-}
-
-/// The user id of worker `w`'s slot with stamp sender `sender` in generation `gen`: unique
-/// across workers and reconnects (the generation changes at every close).
-pub fn user_id(sender: u32, gen: u32) -> String {
-    format!("u{sender}-{gen}")
 }
 
 /// A worker's POSTs in flight.
@@ -144,12 +149,11 @@ pub struct PushWorker {
     free: Vec<u32>,
     timeouts: VecDeque<(u64, u32, u32)>,
     timeout_ns: u64,
-    pub host_header: String,
     scratch: Vec<u8>,
 }
 
 impl PushWorker {
-    pub fn new(capacity: u32, host_header: String, timeout_ns: u64) -> Self {
+    pub fn new(capacity: u32, timeout_ns: u64) -> Self {
         let n = capacity.max(1);
         Self {
             posts: (0..n)
@@ -167,7 +171,6 @@ impl PushWorker {
             free: (0..n).rev().collect(),
             timeouts: VecDeque::new(),
             timeout_ns,
-            host_header,
             scratch: vec![0; MAX_RESPONSE],
         }
     }
@@ -415,11 +418,15 @@ mod tests {
             Answer::Bad("response_too_large")
         );
         let mut r = Vec::new();
-        request("h:1", "u5-0", b"abc", &mut r);
+        request("h:1", None, "u5-0", b"abc", &mut r);
         assert_eq!(
             r,
             b"POST /push/u5-0 HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\nabc"
         );
-        assert_eq!(user_id(1 << 20 | 3, 2), "u1048579-2");
+        request("h:1", Some("Authorization: Bearer k"), "u5-0", b"abc", &mut r);
+        assert!(r.starts_with(
+            b"POST /push/u5-0 HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer k\r\nContent-Type"
+        ));
+        assert_eq!(crate::engine::user_id(1 << 20 | 3, 2), "u1048579-2");
     }
 }

@@ -1,16 +1,17 @@
 //! `--scenario push`: each connection registers as a user (`user=u<sender>-<generation>`
-//! appended to the URL query, unique across workers and reconnects); the worker sends its
-//! share of `--rate` as `POST /push/<user>` to random open connections of its own, so the
+//! appended to the URL query, or the `sub` of its token with `--token-secret`; unique
+//! across workers and reconnects); the worker sends its share of `--rate` as
+//! `POST /push/<user>` to the server's admin listener (`--admin-url`, `--api-key`) to random open connections of its own, so the
 //! worker that receives a push also knows what it expects: a push is judged like an echo
 //! (sender and sequence of that connection), its latency is receipt − intended time. The
 //! POSTs are [`http_post`](super::http_post) sockets in the same epoll; a push not answered
 //! 200 is a failed push and is written off its connection's outstanding messages.
 
-use ws_common::handshake::client_request;
 use ws_common::payload::{self, Stamp};
 
 use crate::config::RunConfig;
 use crate::engine::conn::untoken;
+use crate::engine::user_id;
 use crate::engine::io::{Io, Lat};
 use crate::engine::scenario::{Scenario, SIDE_BIT};
 use crate::engine::stats::{bump, record_ns};
@@ -21,6 +22,9 @@ pub struct Push {
     msg: Vec<u8>,
     req: Vec<u8>,
     posts: PushWorker,
+    /// The admin listener's Host and `Authorization` (`--api-key`) lines.
+    host_header: String,
+    authorization: Option<String>,
     outcomes: Vec<Outcome>,
 }
 
@@ -30,11 +34,9 @@ impl Push {
             rate: super::rate_part(cfg, slots),
             msg: vec![b'x'; cfg.payload],
             req: Vec::new(),
-            posts: PushWorker::new(
-                cfg.push_concurrency,
-                cfg.target.host_header.clone(),
-                cfg.handshake_timeout_ns,
-            ),
+            posts: PushWorker::new(cfg.push_concurrency, cfg.handshake_timeout_ns),
+            host_header: cfg.admin.host_header.clone(),
+            authorization: cfg.admin.authorization(),
             outcomes: Vec::new(),
         }
     }
@@ -51,15 +53,15 @@ impl Push {
         io.stats.c.msgs_sent += 1;
         io.stats.c.bytes_sent += self.msg.len() as u64;
         payload::write(&mut self.msg, stamp);
-        let host = &self.posts.host_header;
         http_post::request(
-            host,
-            &http_post::user_id(sender, gen),
+            &self.host_header,
+            self.authorization.as_deref(),
+            &user_id(sender, gen),
             &self.msg,
             &mut self.req,
         );
         let src = io.next_source_ip();
-        let dest = io.sh.cfg.target.addr;
+        let dest = io.sh.cfg.admin.addr;
         let conn = (idx as u32, gen);
         if let Some(o) = self.posts.start(&io.ep, &dest, src, &self.req, conn, now) {
             Self::on_outcome(io, o);
@@ -104,24 +106,8 @@ impl Scenario for Push {
         false
     }
 
-    /// Each connection registers its own user id, so no shared template.
-    fn request(&mut self, io: &Io, idx: usize, key: &str, out: &mut Vec<u8>) -> bool {
-        let t = &io.sh.cfg.target;
-        let user = http_post::user_id(io.sender_id(idx), io.conns[idx].gen);
-        let sep = if t.path_and_query.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let path = format!("{}{sep}user={user}", t.path_and_query);
-        let cfg = &io.sh.cfg;
-        out.extend_from_slice(&client_request(
-            &t.host_header,
-            &path,
-            key,
-            cfg.origin.as_deref(),
-            &cfg.headers,
-        ));
+    /// Each connection registers its own user id: pushes are addressed to it.
+    fn registers_user(&self) -> bool {
         true
     }
 

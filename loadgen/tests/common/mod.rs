@@ -382,6 +382,10 @@ pub fn server_bin() -> PathBuf {
 pub struct WsServer {
     pub child: Child,
     pub addr: String,
+    /// Its admin listener (`admin on ADDR`), unless `--admin-listen off`.
+    pub admin: Option<String>,
+    /// `--api-key`, if given.
+    pub api_key: Option<String>,
 }
 
 impl WsServer {
@@ -414,9 +418,47 @@ impl WsServer {
                 }
             }
         };
+        let admin_off = args.windows(2).any(|w| w == ["--admin-listen", "off"]);
+        let admin = (!admin_off).then(|| {
+            let l = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+            l.trim()
+                .strip_prefix("admin on ")
+                .unwrap_or_else(|| panic!("expected `admin on ADDR`, got {l:?}"))
+                .to_string()
+        });
+        let api_key = args
+            .windows(2)
+            .find(|w| w[0] == "--api-key")
+            .map(|w| w[1].to_string());
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            admin,
+            api_key,
+        }
+    }
+
+    /// `ws-loadgen URL(path) args... --admin-url ...`: a run that may push or scrape.
+    pub fn run_loadgen(&self, path: &str, args: &[&str]) -> Run {
+        let admin = self.admin_args();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(admin.iter().map(String::as_str));
+        run_loadgen(&self.url(path), &all)
+    }
+
+    /// `--admin-url URL` (and `--api-key KEY` if the server has one) for ws-loadgen.
+    pub fn admin_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--admin-url".to_string(),
+            format!("http://{}", self.admin.as_deref().expect("admin listener is off")),
+        ];
+        if let Some(k) = &self.api_key {
+            v.push("--api-key".into());
+            v.push(k.clone());
+        }
+        v
     }
 
     /// The server on two executors where the machine has two cores (so cross-core paths
@@ -436,7 +478,9 @@ impl WsServer {
 
     /// Sum of metric `name` over its labels (0 when absent).
     pub fn metric(&self, name: &str) -> u64 {
-        metric_sum(&self.addr, name).expect("read the server's /metrics") as u64
+        let admin = self.admin.as_deref().expect("admin listener is off");
+        metric_sum_with_key(admin, self.api_key.as_deref(), name)
+            .expect("read the server's /metrics") as u64
     }
 }
 
@@ -450,8 +494,14 @@ impl Drop for WsServer {
 /// Sum of metric `name` over its labels on `http://ADDR/metrics` (0 when absent), read with
 /// the load generator's own scraper; None when the page cannot be had.
 pub fn metric_sum(addr: &str, name: &str) -> Option<f64> {
-    let url =
+    metric_sum_with_key(addr, None, name)
+}
+
+/// [`metric_sum`] with the admin listener's API key.
+pub fn metric_sum_with_key(addr: &str, key: Option<&str>, name: &str) -> Option<f64> {
+    let mut url =
         ws_loadgen::limits::metrics::MetricsUrl::parse(&format!("http://{addr}/metrics")).ok()?;
+    url.authorization = key.map(|k| format!("Authorization: Bearer {k}"));
     let page = url.scrape(Duration::from_secs(10)).ok()?;
     Some(page.sum(name).unwrap_or(0.0))
 }

@@ -32,6 +32,7 @@ use crate::config::parse::{
     parse_count, parse_header, parse_ratio, parse_source_ips_arg, SourceIps,
 };
 use crate::config::plan::parse_duration;
+use crate::config::auth::{AdminArgs, TokenArgs, TokenVia};
 use crate::config::tls::TlsArgs;
 use crate::engine::schedule::share;
 use crate::engine::stats::{decode_hist, merge_map, new_hist, Counters};
@@ -167,8 +168,8 @@ pub struct CeilingArgs {
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 
-    /// The server's Prometheus metrics (default: http://HOST:PORT/metrics of the URL;
-    /// `none` to not ask).
+    /// The server's Prometheus metrics (default: /metrics on the admin listener, see
+    /// --admin-url; `none` to not ask).
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
 
@@ -186,6 +187,12 @@ pub struct CeilingArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Statistics accumulated over a window (a step, the hold, a second, the run).
@@ -476,14 +483,17 @@ pub fn run(a: &CeilingArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let metrics = match a.metrics_url.as_deref() {
-        Some("none") => None,
-        Some(u) => match MetricsUrl::parse(u) {
-            Ok(m) => Some(m),
-            Err(e) => return fail(e),
-        },
-        None => Some(MetricsUrl::beside(&target)),
+    let metrics = match a
+        .admin
+        .admin(&target)
+        .and_then(|adm| MetricsUrl::choose(a.metrics_url.as_deref(), &adm))
+    {
+        Ok(m) => m,
+        Err(e) => return fail(e),
     };
+    if let Err(e) = a.token.tokens() {
+        return fail(e);
+    }
     if let Some(pid) = a.server_pid {
         if limits::proc_nofile(pid).is_none() {
             return fail(format!(
@@ -575,12 +585,32 @@ pub fn run(a: &CeilingArgs) -> i32 {
         run_args.push(o.clone());
     }
     run_args.extend(a.tls.to_args());
+    // The secret goes to the agents through their environment (WS_TOKEN_SECRET, which
+    // they read as --token-secret), not their command lines, which `ps` shows.
+    run_args.push("--token-via".into());
+    run_args.push(
+        match a.token.token_via {
+            TokenVia::Header => "header",
+            TokenVia::Query => "query",
+        }
+        .into(),
+    );
+    run_args.push("--token-ttl".into());
+    run_args.push(format!("{}s", a.token.token_ttl.as_secs().max(1)));
+    if let Some(r) = &a.token.token_rooms {
+        run_args.push("--token-rooms".into());
+        run_args.push(r.join(","));
+    }
     let stop = crate::commands::stop_on_sigint();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut agents = Vec::new();
     for i in 0..processes as usize {
         let core = cores[i % cores.len()];
         let mut cmd = Command::new(&exe);
+        match &a.token.token_secret {
+            Some(secret) => cmd.env("WS_TOKEN_SECRET", secret),
+            None => cmd.env_remove("WS_TOKEN_SECRET"),
+        };
         cmd.arg("ceiling-agent")
             .arg("--core")
             .arg(core.to_string())

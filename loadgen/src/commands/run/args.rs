@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::config::auth::{AdminArgs, TokenArgs};
 use crate::config::parse::{
     parse_header, parse_ratio, parse_source_ips_arg, parse_stages_arg, SourceIps, Stages,
 };
@@ -138,6 +139,12 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     /// Time allowed for the TCP connect.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -331,13 +338,21 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         return Err("--connect-timeout and --handshake-timeout must be more than 0".into());
     }
     let tls = a.tls.client_for(&target, &a.url)?;
-    if tls.is_some() && a.scenario == ScenarioKind::Push {
+    let tokens = a.token.tokens()?;
+    if tokens.is_some() && query_param(&a.url, "user").is_some() {
         return Err(format!(
-            "{}: --scenario push sends its POSTs as plain HTTP to the server's address; \
-             over wss:// that would be refused",
+            "{}: with --token-secret the identity is the token's sub; a server with a secret \
+             refuses user= (remove it)",
             a.url
         ));
     }
+    if tokens.is_some() && query_param(&a.url, "token").is_some() {
+        return Err(format!(
+            "{}: --token-secret mints each connection's token; remove token= from the URL",
+            a.url
+        ));
+    }
+    let admin = a.admin.admin(&target)?;
     let cores = ws_common::cores::resolve_cores(a.cores.as_deref())?;
     if a.scenario == ScenarioKind::Push {
         // Each worker keeps up to --push-concurrency POST sockets open.
@@ -410,6 +425,8 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         room,
         echo_self,
         push_concurrency: a.push_concurrency,
+        tokens,
+        admin,
     })
 }
 

@@ -236,8 +236,10 @@ fn build_report(
         (
             EXIT_CANNOT_RUN,
             Some(format!(
-                "no connection could be established to {} ({}): {why}",
-                cfg.target.url, cfg.target.addr
+                "no connection could be established to {} ({}): {why}{}",
+                cfg.target.url,
+                cfg.target.addr,
+                refusal_hint(cfg, &t.failures)
             )),
         )
     } else if outcomes.iter().any(|o| !o.pass) {
@@ -446,4 +448,25 @@ fn build_report(
         }
     }
     report
+}
+
+/// What to try when every upgrade was refused for who we are (401/403).
+fn refusal_hint(cfg: &RunConfig, failures: &std::collections::BTreeMap<String, u64>) -> String {
+    if failures.contains_key("http_401") {
+        if cfg.tokens.is_none() {
+            " (401: the server wants a signed token; give --token-secret or WS_TOKEN_SECRET, \
+             the server's secret)"
+                .into()
+        } else {
+            " (401: the server does not accept our tokens; is --token-secret the server's, and \
+             are both clocks right?)"
+                .into()
+        }
+    } else if failures.contains_key("http_403") {
+        " (403: the Origin (--origin) or the token's rooms (--token-rooms) are not allowed)".into()
+    } else if failures.contains_key("http_400") && cfg.tokens.is_some() {
+        " (400: a server with a secret refuses user= in the URL)".into()
+    } else {
+        String::new()
+    }
 }
