@@ -53,6 +53,8 @@ options:
 
 environment: CARGO_TARGET_DIR (where the binaries are built, default target/),
 WS_SERVER_BIN / WS_LOADGEN_BIN (use these binaries instead of building).
+WS_TOKEN_SECRET / WS_API_KEY (a secured server: both the server and ws-loadgen read them,
+so the ceiling is measured with a signed token per connection and a keyed /metrics).
 
 Writes into the report directory: report.txt (the ceiling report), report.json (every
 figure), report.html (plots), doctor.txt (the prediction), tune-check.txt, server.log.
@@ -221,6 +223,15 @@ if [[ -z $ADDR ]]; then
     die "ws-server did not start (log: $OUT/server.log)"
 fi
 URL=ws://$ADDR/ws
+# The admin listener (/metrics) is on a port of its own, printed after the public one.
+ADMIN=""
+for ((i = 0; i < 50; i++)); do
+    ADMIN=$(awk '/^admin on / {print $3; exit}' "$OUT/server.log" 2>/dev/null)
+    [[ -n $ADMIN ]] && break
+    sleep 0.1
+done
+ADMIN_ARGS=()
+[[ -n $ADMIN ]] && ADMIN_ARGS=(--admin-url "http://$ADMIN")
 interrupted_exit
 sed -n '2,3p' "$OUT/server.log" | sed 's/^/    /'
 
@@ -228,7 +239,8 @@ sed -n '2,3p' "$OUT/server.log" | sed 's/^/    /'
 
 echo "==> ws-loadgen doctor $URL --connections $MAX (full answer: $OUT/doctor.txt)"
 "$LOADGEN_BIN" doctor "$URL" --connections "$MAX" --server-pid "$SERVER_PID" \
-    --connect-rate "$CONNECT_RATE" --cores "$LOADGEN_CORES" --loadgen-processes auto --json "$OUT/doctor.json" >"$OUT/doctor.txt" 2>&1
+    --connect-rate "$CONNECT_RATE" --cores "$LOADGEN_CORES" --loadgen-processes auto "${ADMIN_ARGS[@]}" \
+    --json "$OUT/doctor.json" >"$OUT/doctor.txt" 2>&1
 grep -E '^largest feasible N' "$OUT/doctor.txt" | sed 's/^/    /'
 interrupted_exit
 
@@ -236,7 +248,7 @@ echo "==> ws-loadgen ceiling $URL --max $MAX --step $STEP --hold $HOLD on core(s
 rc=0
 taskset -c "$LOADGEN_CORES" "$LOADGEN_BIN" ceiling "$URL" --max "$MAX" --step "$STEP" --hold "$HOLD" \
     --connect-rate "$CONNECT_RATE" --ping-interval "$PING" --cores "$LOADGEN_CORES" \
-    --server-pid "$SERVER_PID" --progress plain \
+    --server-pid "$SERVER_PID" --progress plain "${ADMIN_ARGS[@]}" \
     --json "$OUT/report.json" --html "$OUT/report.html" | tee -i "$OUT/report.txt"
 rc=${PIPESTATUS[0]}
 

@@ -260,21 +260,26 @@ forget() { # pid: no longer ours to clean up
     return 0
 }
 
-free_port() { # a free TCP port below the ephemeral range, so clients never take it
+# A free TCP port below the ephemeral range, so clients never take it, whose next port is
+# free too (the servers' admin listener defaults to PORT+1).
+free_port() {
     python3 - <<'PY'
 import random, socket
 lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(200):
-    p = random.randint(max(1024, lo - 5000), max(1025, lo - 1))
+def free(p):
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", p))
+        return True
     except OSError:
-        continue
+        return False
     finally:
         s.close()
-    print(p)
-    break
+for _ in range(200):
+    p = random.randint(max(1024, lo - 5000), max(1025, lo - 2))
+    if free(p) and free(p + 1):
+        print(p)
+        break
 PY
 }
 

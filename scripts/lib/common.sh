@@ -9,9 +9,34 @@ build_release() {
     (cd "$ROOT" && cargo build --release -q -p ws-server -p ws-loadgen --bins)
 }
 
-# A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1 whose next port is free too: the servers put their admin
+# listener (/metrics, /push, /broadcast) on 127.0.0.1:PORT+1 by default.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c '
+import socket
+for _ in range(200):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    if p >= 65535: a.close(); continue
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        a.close(); b.close(); continue
+    print(p); break
+else:
+    raise SystemExit("no free pair of adjacent ports")'
+}
+
+# admin_url PORT: the admin listener of a server started on PORT (its default).
+admin_url() { echo "http://127.0.0.1:$(($1 + 1))"; }
+
+# admin_curl PORT PATH [CURL ARGS...]: a request to the admin listener, with $WS_API_KEY.
+admin_curl() {
+    local port=$1 path=$2
+    shift 2
+    local auth=()
+    [ -n "${WS_API_KEY:-}" ] && auth=(-H "Authorization: Bearer $WS_API_KEY")
+    curl -s --max-time 5 "${auth[@]}" "$@" "$(admin_url "$port")$path"
 }
 
 # start_server NAME CORE PORT [ARGS...]: starts $BIN/NAME pinned to CORE; sets SERVER_PID.
@@ -42,10 +67,11 @@ stop_server() {
     SERVER_PID=
 }
 
-# metric PORT NAME [LABEL]: sum of a metric family on the server's /metrics.
+# metric PORT NAME [LABEL]: sum of a metric family on the /metrics of the server started on
+# PORT (from its admin listener on PORT+1, with $WS_API_KEY if set).
 metric() {
     local port=$1 name=$2 label=${3:-}
-    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | python3 -c '
+    admin_curl "$port" /metrics | python3 -c '
 import sys
 name, label = sys.argv[1], sys.argv[2]
 tot = 0.0
