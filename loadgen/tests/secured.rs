@@ -49,9 +49,19 @@ fn echo_with_a_token_in_the_header_or_the_query() {
             ],
         );
         assert_eq!(r.code, 0, "{via}: {}", r.explain());
-        assert_eq!(r.u("/connections/established"), 30, "{via}: {}", r.explain());
+        assert_eq!(
+            r.u("/connections/established"),
+            30,
+            "{via}: {}",
+            r.explain()
+        );
         assert!(r.u("/messages/received") > 50, "{via}: {}", r.explain());
-        assert_eq!(r.j()["error_rate"].as_f64(), Some(0.0), "{via}: {}", r.explain());
+        assert_eq!(
+            r.j()["error_rate"].as_f64(),
+            Some(0.0),
+            "{via}: {}",
+            r.explain()
+        );
     }
     for reason in ["token_missing", "token_invalid", "token_expired"] {
         assert_eq!(rejections(&srv, reason), 0, "{reason}");
@@ -176,7 +186,16 @@ fn ceiling_and_doctor_against_a_secured_server() {
     // The secret and the key come from the environment, as the servers read them.
     let out = Command::new(common::bin())
         .args(["ceiling", &srv.url("/ws")])
-        .args(["--max", "200", "--step", "100", "--hold", "1s", "--processes", "1"])
+        .args([
+            "--max",
+            "200",
+            "--step",
+            "100",
+            "--hold",
+            "1s",
+            "--processes",
+            "1",
+        ])
         .args(["--admin-url", &admin, "--progress", "off", "--json"])
         .arg(&json)
         .env("WS_TOKEN_SECRET", SECRET)
@@ -202,15 +221,25 @@ fn ceiling_and_doctor_against_a_secured_server() {
             "/metrics answered with the key ({when})\n{explain}"
         );
     }
-    assert!(!text.contains(SECRET) && !text.contains(KEY), "no secret in the report");
+    assert!(
+        !text.contains(SECRET) && !text.contains(KEY),
+        "no secret in the report"
+    );
     assert_eq!(rejections(&srv, "token_missing"), 0);
 
     // doctor reads /metrics with the key; without it, it says the key is wanted.
     let doctor = |key: Option<&str>| {
         let mut c = Command::new(common::bin());
-        c.args(["doctor", &srv.url("/ws"), "-c", "100", "--admin-url", &admin])
-            .env_remove("WS_API_KEY")
-            .stdin(Stdio::null());
+        c.args([
+            "doctor",
+            &srv.url("/ws"),
+            "-c",
+            "100",
+            "--admin-url",
+            &admin,
+        ])
+        .env_remove("WS_API_KEY")
+        .stdin(Stdio::null());
         if let Some(k) = key {
             c.args(["--api-key", k]);
         }

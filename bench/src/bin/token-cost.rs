@@ -24,7 +24,10 @@ fn main() {
     let rooms = vec!["lobby".to_string(), "room-42".to_string()];
     for (what, tok) in [
         ("sub+exp", key.mint("u1048579-2", now + 3600, None)),
-        ("sub+exp+rooms", key.mint("u1048579-2", now + 3600, Some(&rooms))),
+        (
+            "sub+exp+rooms",
+            key.mint("u1048579-2", now + 3600, Some(&rooms)),
+        ),
     ] {
         let t = Instant::now();
         for _ in 0..n {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::parse::{parse_count, parse_source_ips_arg, SourceIps};
 use crate::config::auth::AdminArgs;
+use crate::config::parse::{parse_count, parse_source_ips_arg, SourceIps};
 use crate::config::tls::TlsArgs;
 use crate::limits::bounds::{
     measured_from_report, Diagnosis, GatherOpts, Inputs, Limits, ACCEPT_RATE_PER_CORE,

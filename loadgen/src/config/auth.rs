@@ -24,7 +24,12 @@ pub struct TokenArgs {
     /// Present a signed identity: mint an HS256 JWT per connection with this secret (the
     /// server's --token-secret), `sub` = the connection's user id (u<sender>-<generation>,
     /// the id --scenario push registers), `exp` = now + --token-ttl.
-    #[arg(long, env = "WS_TOKEN_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "WS_TOKEN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub token_secret: Option<String>,
 
     /// How the token travels: `header` (Authorization: Bearer) or `query` (?token=, what a
@@ -145,9 +150,11 @@ impl AdminArgs {
     pub fn admin(&self, target: &Target) -> Result<Admin, String> {
         if let Some(k) = &self.api_key {
             if k.is_empty() || k.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err("--api-key (or WS_API_KEY) must be non-empty, without spaces or \
+                return Err(
+                    "--api-key (or WS_API_KEY) must be non-empty, without spaces or \
                             control characters"
-                    .into());
+                        .into(),
+                );
             }
         }
         let (addr, host_header) = match &self.admin_url {
@@ -243,8 +250,15 @@ mod tests {
         a.api_key = Some("k3y".into());
         let adm = a.admin(&t).unwrap();
         assert_eq!(adm.addr.to_string(), "127.0.0.1:7000");
-        assert_eq!(adm.authorization().as_deref(), Some("Authorization: Bearer k3y"));
-        for bad in ["https://127.0.0.1:7000", "http://127.0.0.1:7000/metrics", "nope"] {
+        assert_eq!(
+            adm.authorization().as_deref(),
+            Some("Authorization: Bearer k3y")
+        );
+        for bad in [
+            "https://127.0.0.1:7000",
+            "http://127.0.0.1:7000/metrics",
+            "nope",
+        ] {
             a.admin_url = Some(bad.into());
             assert!(a.admin(&t).is_err(), "{bad}");
         }
@@ -268,6 +282,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.sub, "u3-1");
         assert!(c.may_join("r") && !c.may_join("s"));
-        assert!(TokenKey::new(b"another secret!!").verify(&tok, unix_now()).is_err());
+        assert!(TokenKey::new(b"another secret!!")
+            .verify(&tok, unix_now())
+            .is_err());
     }
 }

@@ -127,7 +127,9 @@ pub fn request(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    out.extend_from_slice(format!("POST /push/{user} HTTP/1.1\r\nHost: {host_header}\r\n").as_bytes());
+    out.extend_from_slice(
+        format!("POST /push/{user} HTTP/1.1\r\nHost: {host_header}\r\n").as_bytes(),
+    );
     if let Some(a) = authorization {
         out.extend_from_slice(a.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -423,7 +425,13 @@ mod tests {
             r,
             b"POST /push/u5-0 HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\nabc"
         );
-        request("h:1", Some("Authorization: Bearer k"), "u5-0", b"abc", &mut r);
+        request(
+            "h:1",
+            Some("Authorization: Bearer k"),
+            "u5-0",
+            b"abc",
+            &mut r,
+        );
         assert!(r.starts_with(
             b"POST /push/u5-0 HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer k\r\nContent-Type"
         ));

@@ -11,10 +11,10 @@ use ws_common::payload::{self, Stamp};
 
 use crate::config::RunConfig;
 use crate::engine::conn::untoken;
-use crate::engine::user_id;
 use crate::engine::io::{Io, Lat};
 use crate::engine::scenario::{Scenario, SIDE_BIT};
 use crate::engine::stats::{bump, record_ns};
+use crate::engine::user_id;
 use crate::scenario::http_post::{self, Outcome, PushWorker};
 
 pub struct Push {

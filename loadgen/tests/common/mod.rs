@@ -452,7 +452,10 @@ impl WsServer {
     pub fn admin_args(&self) -> Vec<String> {
         let mut v = vec![
             "--admin-url".to_string(),
-            format!("http://{}", self.admin.as_deref().expect("admin listener is off")),
+            format!(
+                "http://{}",
+                self.admin.as_deref().expect("admin listener is off")
+            ),
         ];
         if let Some(k) = &self.api_key {
             v.push("--api-key".into());

@@ -28,11 +28,11 @@ use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hdrhistogram::Histogram;
 
+use crate::config::auth::{AdminArgs, TokenArgs, TokenVia};
 use crate::config::parse::{
     parse_count, parse_header, parse_ratio, parse_source_ips_arg, SourceIps,
 };
 use crate::config::plan::parse_duration;
-use crate::config::auth::{AdminArgs, TokenArgs, TokenVia};
 use crate::config::tls::TlsArgs;
 use crate::engine::schedule::share;
 use crate::engine::stats::{decode_hist, merge_map, new_hist, Counters};
