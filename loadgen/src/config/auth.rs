@@ -6,14 +6,14 @@
 //! `WS_API_KEY`, the server's names), so neither has to appear in a command line that
 //! `ps` shows; `ceiling` hands them to its agents the same way.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ws_common::auth::{unix_now, TokenKey};
 
 use crate::config::plan::parse_duration;
-use crate::config::Target;
+use crate::config::{resolve_host, Target};
 
 /// Shortest secret accepted (the servers refuse shorter ones too).
 pub const MIN_SECRET: usize = 16;
@@ -199,18 +199,8 @@ fn parse_admin_url(s: &str) -> Result<(SocketAddr, String), String> {
             "--admin-url {s:?}: give only http://HOST:PORT; the paths (/push, /metrics) are the server's"
         ));
     }
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("--admin-url {s:?} has no host"))?;
-    let port = u.port().unwrap_or(80);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host} of --admin-url: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} of --admin-url resolves to no address"))?;
-    Ok((addr, format!("{host}:{port}")))
+    let end = resolve_host(&u, 80, &format!("--admin-url {s}"))?;
+    Ok((end.addr, end.host_header))
 }
 
 #[cfg(test)]

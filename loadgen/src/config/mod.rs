@@ -72,22 +72,7 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             ))
         }
     };
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("bad URL {s:?}: no host"))?;
-    let port = u.port().unwrap_or(if tls { 443 } else { 80 });
-    // url keeps IPv6 literals in brackets, which the resolver does not want.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host {host:?} of {s}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("host {host:?} of {s} resolves to no address"))?;
-    let host_header = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
+    let end = resolve_host(&u, if tls { 443 } else { 80 }, &format!("URL {s}"))?;
     let mut path_and_query = u.path().to_string();
     if path_and_query.is_empty() {
         path_and_query.push('/');
@@ -99,10 +84,50 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     Ok(Target {
         url: s.to_string(),
         tls,
+        host: end.host,
+        addr: end.addr,
+        host_header: end.host_header,
+        path_and_query,
+    })
+}
+
+/// A URL's host, resolved.
+pub(crate) struct Endpoint {
+    /// The host without IPv6 brackets (what TLS and the resolver want).
+    pub host: String,
+    /// Its first address, on the URL's port or the scheme's default.
+    pub addr: SocketAddr,
+    /// The `Host` header: the host as written, with the port when the URL names one.
+    pub host_header: String,
+}
+
+/// Resolves `u`'s host and port (`default_port` when the URL names none); `what` names the
+/// URL in errors ("URL ws://…", "--admin-url …"). Every URL the load generator takes (the
+/// target, the admin listener, /metrics) goes through here.
+pub(crate) fn resolve_host(
+    u: &url::Url,
+    default_port: u16,
+    what: &str,
+) -> Result<Endpoint, String> {
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{what} has no host"))?;
+    // url keeps IPv6 literals in brackets, which the resolver does not want.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (bare, u.port().unwrap_or(default_port))
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host {host:?} of {what}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("host {host:?} of {what} resolves to no address"))?;
+    let host_header = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok(Endpoint {
         host: bare.to_string(),
         addr,
         host_header,
-        path_and_query,
     })
 }
 

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::config::auth::Admin;
+use crate::config::resolve_host;
 
 /// Parsed Prometheus text: `name{labels} value` samples.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,22 +98,10 @@ impl MetricsUrl {
         if u.scheme() != "http" {
             return Err(format!("metrics URL {s:?} must be http://"));
         }
-        let host = u
-            .host_str()
-            .ok_or_else(|| format!("metrics URL {s:?} has no host"))?;
-        let port = u.port().unwrap_or(80);
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(bare, port))
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host} resolves to nothing"))?;
-        let host = match u.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_string(),
-        };
+        let end = resolve_host(&u, 80, &format!("metrics URL {s}"))?;
         Ok(Self {
-            addr,
-            host,
+            addr: end.addr,
+            host: end.host_header,
             path: u.path().to_string(),
             authorization: None,
         })
