@@ -60,7 +60,11 @@ fn admin_routes_live_only_on_the_admin_listener(bin: &str) {
     // `off` turns the admin routes off altogether.
     let off = Server::start(bin, &["--admin-listen", "off"]);
     assert!(off.admin.is_none());
-    assert!(off.stderr.lock().unwrap().contains("--admin-listen off"));
+    assert!(
+        off.stderr_contains("--admin-listen off"),
+        "{}",
+        off.stderr.lock().unwrap()
+    );
 }
 
 fn admin_requests_need_the_api_key(bin: &str) {
@@ -126,6 +130,40 @@ fn identity_comes_only_from_a_signed_token(bin: &str) {
     );
     let (op, payload) = read_frame(&mut s).unwrap();
     assert_eq!((op, payload.as_slice()), (0x82, &b"for alice"[..]));
+}
+
+/// The same rules judged by an independent peer: Python mints its own HS256 tokens (hmac,
+/// base64, json, as PyJWT writes them) and connects with the `websockets` library, once with
+/// `?token=` and once with `Authorization: Bearer`.
+fn an_independent_client_presents_its_own_tokens(bin: &str) {
+    use std::io::{BufRead, BufReader};
+    let srv = Server::start(bin, &["--token-secret", SECRET, "--ping-interval", "0"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/token_client.py");
+    let port = srv.addr.port().to_string();
+    let mut peer = std::process::Command::new("python3")
+        .args([script, &port, SECRET, "carol"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (with `pip install websockets`) runs the test peer");
+    let mut lines = BufReader::new(peer.stdout.take().expect("peer stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next(), "forged 401");
+    assert_eq!(next(), "expired 401");
+    assert_eq!(next(), "claimed 400");
+    assert_eq!(next(), "other_room 403");
+    assert_eq!(next(), "ready");
+    let out = srv.admin_request(&push_req(&srv, "carol", "to carol", ""));
+    assert_eq!(
+        out.rsplit("\r\n\r\n").next().map(str::trim),
+        Some("2"),
+        "{out}"
+    );
+    assert_eq!(next(), "query to carol");
+    assert_eq!(next(), "header to carol");
+    assert!(peer.wait().expect("peer exit").success());
+    assert_eq!(rejected(&srv, "token_invalid"), 1);
+    assert_eq!(rejected(&srv, "token_expired"), 1);
+    assert_eq!(rejected(&srv, "room_forbidden"), 1);
 }
 
 fn lenient_http_is_refused(bin: &str) {
@@ -385,6 +423,7 @@ both_servers!(
     admin_requests_need_the_api_key,
     admin_refuses_web_pages_and_rebound_names,
     identity_comes_only_from_a_signed_token,
+    an_independent_client_presents_its_own_tokens,
     lenient_http_is_refused,
     pending_connections_are_bounded,
     post_bodies_are_bounded_before_they_arrive,

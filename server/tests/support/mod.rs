@@ -133,6 +133,21 @@ impl Server {
         }
     }
 
+    /// Whether the server's stderr says `needle`, waiting up to [`WAIT`] for it: stderr is
+    /// read by a thread, so a line printed at start may arrive after "listening on".
+    pub fn stderr_contains(&self, needle: &str) -> bool {
+        let until = std::time::Instant::now() + WAIT;
+        loop {
+            if self.stderr.lock().unwrap().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
