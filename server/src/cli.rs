@@ -26,6 +26,7 @@ use ws_common::limits;
 ///   ws-server                                  # 127.0.0.1:9001 (admin 127.0.0.1:9002), every core
 ///   ws-server --listen 0.0.0.0:9001 --cores 0-3 --max-conns 1000000
 ///   WS_API_KEY=... WS_TOKEN_SECRET=... ws-server --listen 0.0.0.0:443 --allow-origin https://app.example.com
+///   ws-server --listen 0.0.0.0:443 --tls-cert chain.pem --tls-key key.pem   # wss://
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ws-server", version, verbatim_doc_comment)]
 pub struct Config {
@@ -132,6 +133,15 @@ pub struct Config {
     /// goes to 4 MiB). 0: leave it to the kernel.
     #[arg(long, default_value = "128KiB", value_parser = parse_bytes, value_name = "BYTES")]
     pub socket_send_buffer: u64,
+
+    /// Serve wss:// on --listen: PEM certificate chain (leaf first). Needs --tls-key.
+    /// The admin listener stays plain (it is for the operator, on loopback by default).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// `--admin-listen`.

@@ -49,6 +49,8 @@ pub mod flag {
     pub const FANNED: u16 = 256;
     /// Accepted on the admin listener: only the admin routes.
     pub const ADMIN: u16 = 512;
+    /// Speaks TLS: its bytes go through its [`crate::tls_session::TlsConn`] both ways.
+    pub const TLS: u16 = 1024;
 }
 
 /// Per-connection heap state that exists only while needed.
@@ -126,6 +128,9 @@ pub struct Slab {
     /// Generation of the next connection: one counter for the whole slab (not per slot),
     /// so a slot keeps getting fresh generations even after [`Slab::release_memory`].
     next_gen: u32,
+    /// TLS state by slot, beside the slots rather than in them: a plain server's slot stays
+    /// 32 bytes and this vector stays empty. Grown only as far as the highest TLS slot.
+    tls: Vec<Option<Box<crate::tls_session::TlsConn>>>,
 }
 
 impl Slab {
@@ -174,6 +179,9 @@ impl Slab {
             if c.fd >= 0 {
                 c.fd = -1;
                 c.extra = None;
+                if let Some(t) = self.tls.get_mut(slot as usize) {
+                    *t = None;
+                }
                 self.free.push(slot);
                 self.live -= 1;
             }
@@ -186,7 +194,44 @@ impl Slab {
         if self.live == 0 {
             self.slots = Vec::new();
             self.free = Vec::new();
+            self.tls = Vec::new();
         }
+    }
+
+    /// Gives the connection at `slot` its TLS state.
+    pub fn set_tls(&mut self, slot: u32, tls: Box<crate::tls_session::TlsConn>) {
+        let i = slot as usize;
+        if self.tls.len() <= i {
+            self.tls.resize_with(i + 1, || None);
+        }
+        self.tls[i] = Some(tls);
+    }
+
+    /// Takes the TLS state out while it works on bytes (the core is borrowed meanwhile);
+    /// [`Slab::put_tls`] gives it back.
+    pub fn take_tls(&mut self, slot: u32) -> Option<Box<crate::tls_session::TlsConn>> {
+        self.tls.get_mut(slot as usize).and_then(Option::take)
+    }
+
+    pub fn put_tls(&mut self, slot: u32, tls: Box<crate::tls_session::TlsConn>) {
+        if self.slots.get(slot as usize).is_some_and(|c| c.fd >= 0) {
+            self.set_tls(slot, tls);
+        }
+    }
+
+    pub fn tls(&self, slot: u32) -> Option<&crate::tls_session::TlsConn> {
+        self.tls.get(slot as usize).and_then(|t| t.as_deref())
+    }
+
+    /// TLS connections held and the user-space bytes their TLS state costs.
+    pub fn tls_state(&self) -> (usize, usize) {
+        let mut n = 0;
+        let mut bytes = self.tls.capacity() * std::mem::size_of::<usize>();
+        for t in self.tls.iter().flatten() {
+            n += 1;
+            bytes += t.state_bytes();
+        }
+        (n, bytes)
     }
 
     /// Slots allocated (live or free).

@@ -90,6 +90,10 @@ pub struct Core {
     pub paused: Vec<(u32, u32)>,
     /// Our inbox drained below the low mark: wake the others so they resume.
     pub wake_others: bool,
+    /// TLS scratch: plaintext of one read, records to send, frames joined to seal as one.
+    tls_plain: Vec<u8>,
+    tls_out: Vec<u8>,
+    tls_join: Vec<u8>,
 }
 
 impl Core {
@@ -145,6 +149,9 @@ impl Core {
             next_request: 0,
             paused: Vec::new(),
             wake_others: false,
+            tls_plain: Vec::new(),
+            tls_out: Vec::new(),
+            tls_join: Vec::new(),
         }
     }
 
@@ -324,16 +331,30 @@ impl Core {
         }
         let slot = self.conns.insert(fd, self.tick);
         let gen = self.conns.by_slot(slot).map_or(0, |c| c.gen);
+        let mut tls_failed = false;
         if which == 1 {
             if let Some(conn) = self.conns.get(slot, gen) {
                 conn.flags |= flag::ADMIN;
+            }
+        } else if let Some(cfg) = &self.settings.tls {
+            match crate::tls_session::TlsConn::new(cfg.clone()) {
+                Ok(t) => {
+                    self.conns.set_tls(slot, t);
+                    if let Some(conn) = self.conns.get(slot, gen) {
+                        conn.flags |= flag::TLS;
+                    }
+                }
+                Err(_) => tls_failed = true,
             }
         }
         self.arm_recv(slot, gen);
         let s = self.stats();
         s.accepted.inc();
         s.pending_open.inc();
-        if s.pending_open.get() > u64::from(self.settings.max_pending) {
+        if tls_failed {
+            s.tls_failure("other");
+            self.close_now(slot, gen);
+        } else if s.pending_open.get() > u64::from(self.settings.max_pending) {
             // Refused at once, before reading anything: a flood of idle or slow sockets
             // cannot hold more than --max-pending per core.
             self.reject_now(slot, gen, ws_common::handshake::Reject::Busy);
@@ -355,7 +376,11 @@ impl Core {
                 // SAFETY: the kernel handed us `bid` and does not touch it until recycled,
                 // which happens right after the bytes have been handled.
                 let data = unsafe { self.bufs.bytes(bid, c.result as usize) };
-                self.on_bytes(slot, gen, data);
+                if self.conns.get(slot, gen).is_some_and(|c| c.has(flag::TLS)) {
+                    self.on_tls_bytes(slot, gen, data);
+                } else {
+                    self.on_bytes(slot, gen, data);
+                }
             }
             self.bufs.recycle(bid);
         } else if let Some(bid) = c.buffer {
@@ -410,7 +435,66 @@ impl Core {
         }
     }
 
+    /// Ciphertext from a TLS connection: decrypted, then on to [`Core::on_bytes`] as if it
+    /// had come from a plain socket; handshake records (and alerts) go out first.
+    fn on_tls_bytes(&mut self, slot: u32, gen: u32, data: &mut [u8]) {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Lingering | Phase::Waiting) {
+            return; // discarded, as on a plain connection
+        }
+        let Some(mut tls) = self.conns.take_tls(slot) else {
+            self.close_now(slot, gen);
+            return;
+        };
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        let mut out = std::mem::take(&mut self.tls_out);
+        let mut n = 0;
+        let r = tls.receive(data, &mut plain, &mut out, &mut n);
+        if r.is_err() {
+            tls.alert(&mut out, &mut n);
+        }
+        self.conns.put_tls(slot, tls);
+        if n > 0 {
+            self.send_sealed(slot, gen, &out[..n]);
+        }
+        self.tls_out = out;
+        match r {
+            Err(e) => {
+                self.stats().tls_failure(crate::tls_config::classify(&e));
+                self.linger(slot, gen);
+            }
+            Ok(rx) => {
+                match rx.established {
+                    Some(true) => self.stats().tls_resumed.inc(),
+                    Some(false) => self.stats().tls_full.inc(),
+                    None => {}
+                }
+                if !plain.is_empty() {
+                    self.on_bytes(slot, gen, &mut plain);
+                }
+                if rx.peer_closed {
+                    self.on_eof(slot, gen);
+                }
+            }
+        }
+        if plain.capacity() > 64 * 1024 {
+            plain = Vec::new(); // one large message does not pin its size for good
+        }
+        self.tls_plain = plain;
+    }
+
+    /// Whether `slot` speaks TLS and its TLS handshake has not completed.
+    fn tls_handshaking(&self, slot: u32) -> bool {
+        self.conns.tls(slot).is_some_and(|t| !t.established())
+    }
+
     fn on_eof(&mut self, slot: u32, gen: u32) {
+        if self.tls_handshaking(slot) {
+            self.stats().tls_failure("eof");
+        }
         if let Some(conn) = self.conns.get(slot, gen) {
             match conn.phase {
                 Phase::Open => self.stats().resets.inc(),
@@ -444,6 +528,9 @@ impl Core {
         let Some(conn) = self.conns.get(slot, gen) else {
             return false;
         };
+        if conn.has(flag::TLS) {
+            return self.send_tls(slot, gen, bytes);
+        }
         let fd = conn.fd;
         let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
         let mut sent = 0;
@@ -481,10 +568,113 @@ impl Core {
         true
     }
 
+    /// [`Core::send_bytes`] for a TLS connection. The slow-consumer policy is decided
+    /// before sealing: a sealed record can no longer be dropped (the client could not
+    /// decrypt the records after it).
+    fn send_tls(&mut self, slot: u32, gen: u32, bytes: &[u8]) -> bool {
+        let limit = self.settings.send_queue_bytes;
+        let queued = self
+            .conns
+            .get(slot, gen)
+            .and_then(|c| c.extra.as_ref())
+            .map_or(0, |e| e.unsent());
+        if queued > 0 && queued + bytes.len() > limit {
+            if self.settings.slow_consumer == SlowConsumer::Drop {
+                self.stats().slow_consumer_drops.inc();
+            } else {
+                self.stats().slow_consumer_closes.inc();
+                self.stats().protocol_close(close::POLICY);
+                self.close_with(slot, gen, close::POLICY, "slow consumer");
+            }
+            return false;
+        }
+        let Some(n) = self.seal(slot, gen, bytes) else {
+            return false;
+        };
+        let out = std::mem::take(&mut self.tls_out);
+        let ok = self.send_sealed(slot, gen, &out[..n]);
+        self.tls_out = out;
+        ok
+    }
+
+    /// Seals `plain` for the TLS connection at `slot`: the records are `self.tls_out[..n]`.
+    /// `None`: TLS failed and the connection is closed.
+    pub(crate) fn seal(&mut self, slot: u32, gen: u32, plain: &[u8]) -> Option<usize> {
+        let Some(mut tls) = self.conns.take_tls(slot) else {
+            self.close_now(slot, gen);
+            return None;
+        };
+        let mut n = 0;
+        let r = tls.seal(plain, &mut self.tls_out, &mut n);
+        self.conns.put_tls(slot, tls);
+        match r {
+            Ok(()) => Some(n),
+            Err(e) => {
+                self.stats().tls_failure(crate::tls_config::classify(&e));
+                self.close_now(slot, gen);
+                None
+            }
+        }
+    }
+
+    /// Seals, for a TLS connection, the frames `parts` as one run of records and sends them
+    /// (one send), behind whatever is queued.
+    pub(crate) fn send_tls_joined<'a>(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        let mut join = std::mem::take(&mut self.tls_join);
+        join.clear();
+        for p in parts {
+            join.extend_from_slice(p);
+        }
+        self.send_tls(slot, gen, &join);
+        if join.capacity() > 256 * 1024 {
+            join = Vec::new();
+        }
+        self.tls_join = join;
+    }
+
+    /// Writes ciphertext now if nothing is queued, else queues it (no policy: it was
+    /// applied before sealing).
+    fn send_sealed(&mut self, slot: u32, gen: u32, bytes: &[u8]) -> bool {
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return false;
+        };
+        let fd = conn.fd;
+        let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
+        let mut sent = 0;
+        if queued == 0 {
+            match send_now(fd, bytes) {
+                Ok(n) => sent = n,
+                Err(_) => {
+                    self.stats().resets.inc();
+                    self.close_now(slot, gen);
+                    return false;
+                }
+            }
+        }
+        if sent < bytes.len() {
+            self.enqueue(slot, gen, &bytes[sent..]);
+        }
+        true
+    }
+
     /// Sends a control frame (Close) past the queue limit: it is small and ends the
     /// connection anyway, so no policy may drop it.
     pub(crate) fn send_control(&mut self, slot: u32, gen: u32, frame: &[u8]) {
-        self.enqueue(slot, gen, frame);
+        if self.conns.get(slot, gen).is_some_and(|c| c.has(flag::TLS)) {
+            let Some(n) = self.seal(slot, gen, frame) else {
+                return;
+            };
+            let out = std::mem::take(&mut self.tls_out);
+            self.enqueue(slot, gen, &out[..n]);
+            self.tls_out = out;
+        } else {
+            self.enqueue(slot, gen, frame);
+        }
         self.flush(slot, gen);
     }
 
@@ -541,8 +731,25 @@ impl Core {
         let Some(conn) = self.conns.get(slot, gen) else {
             return;
         };
+        let was = conn.phase;
         conn.phase = Phase::Lingering;
         conn.last_ping = tick;
+        if conn.has(flag::TLS) && was != Phase::Lingering {
+            // close_notify before the FIN, so the client knows the stream was not cut.
+            if let Some(mut tls) = self.conns.take_tls(slot) {
+                let mut out = std::mem::take(&mut self.tls_out);
+                let mut n = 0;
+                let ok = tls.close_notify(&mut out, &mut n).is_ok();
+                self.conns.put_tls(slot, tls);
+                if ok && n > 0 {
+                    self.send_sealed(slot, gen, &out[..n]);
+                }
+                self.tls_out = out;
+            }
+        }
+        let Some(conn) = self.conns.get(slot, gen) else {
+            return;
+        };
         let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
         if queued == 0 {
             self.half_close(slot, gen);
@@ -599,6 +806,12 @@ impl Core {
         };
         let fd = conn.fd;
         let resp = rej.response();
+        if conn.has(flag::TLS) {
+            // No TLS session yet to answer in: the client sees the connection close.
+            self.stats().reject(rej);
+            self.close_now(slot, gen);
+            return;
+        }
         // SAFETY: plain syscall on our fd with a valid buffer.
         unsafe {
             libc::send(
@@ -640,6 +853,9 @@ impl Core {
             match conn.phase {
                 Phase::Handshake => {
                     if since_ping >= s.handshake_timeout {
+                        if self.tls_handshaking(slot) {
+                            self.stats().tls_failure("timeout");
+                        }
                         self.stats().handshake_timeout_closes.inc();
                         self.close_now(slot, gen);
                     }
@@ -689,6 +905,9 @@ impl Core {
         }
         let state = self.conns.state_bytes();
         self.stats().conn_state_bytes.set(state as u64);
+        let (tls_open, tls_bytes) = self.conns.tls_state();
+        self.stats().tls_open.set(tls_open as u64);
+        self.stats().tls_state_bytes.set(tls_bytes as u64);
         if state > s.memory_budget {
             self.enforce_memory_budget(state);
         }

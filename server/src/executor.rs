@@ -82,7 +82,20 @@ pub fn run(cfg: Config) -> i32 {
             }
         },
     };
-    let settings = Settings::from_config(&cfg, cores.clone());
+    let mut settings = Settings::from_config(&cfg, cores.clone());
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        let made = crate::tls_config::TlsFiles::load(cert, key).and_then(|files| {
+            let tickets = crate::tls_config::Tickets::new()?;
+            crate::tls_config::server_config(&files, tickets)
+        });
+        match made {
+            Ok(c) => settings.tls = Some(Arc::new(c)),
+            Err(e) => {
+                eprintln!("ws-server: {e}");
+                return 2;
+            }
+        }
+    }
     let stats: AllStats = (0..cores.len())
         .map(|_| CoreStats::default())
         .collect::<Vec<_>>()
@@ -185,6 +198,11 @@ pub fn run(cfg: Config) -> i32 {
         ws_common::metrics::open_fds(),
         std::sync::atomic::Ordering::Relaxed,
     );
+    if settings.tls.is_some() {
+        eprintln!(
+            "ws-server: wss:// on {bound} (TLS 1.3 and 1.2, session tickets); admin listener plain"
+        );
+    }
     println!("listening on {bound}");
     match admin {
         Some((_, at)) => println!("admin on {at}"),
@@ -290,6 +308,8 @@ fn run_core(
             return CoreSummary::default();
         }
     };
+    let mut settings = settings;
+    settings.tls = settings.tls.map(|c| Arc::new((*c).clone()));
     let mut core = Core::new(
         idx,
         Rc::new(settings),

@@ -323,9 +323,16 @@ impl Core {
             return; // closed or closing since: nothing may follow a Close frame
         }
         let fd = conn.fd;
+        let tls = conn.has(flag::TLS);
         let frame = |k: usize| &frames[entries[k].2 as usize];
         if conn.extra.as_ref().is_some_and(|e| e.unsent() > 0) {
             self.send_each(slot, gen, (0..entries.len()).map(|k| &frame(k)[..]));
+            return;
+        }
+        if tls {
+            // Sealed for this connection alone (its own keys and sequence numbers): the
+            // shared frames are joined and sealed as one run of records, sent at once.
+            self.send_tls_joined(slot, gen, (0..entries.len()).map(|k| &frame(k)[..]));
             return;
         }
         let total: usize = (0..entries.len()).map(|k| frame(k).len()).sum();

@@ -14,10 +14,18 @@
 //! - [`fanout`]: broadcast to rooms and push to users: per-core indexes, one message per
 //!   core, frames encoded once and shared.
 //! - [`stats`]: per-core counters and the `/metrics` page.
+//! - [`tls_config`]: `--tls-cert`/`--tls-key`, the rustls config and session tickets both
+//!   servers use, and the names TLS failures are counted under.
+//! - [`tls_session`]: **TLS on a connection**, sans-I/O on rustls's unbuffered API: what
+//!   the core decrypts before the handshake and frame loops, and seals after them.
+//! - [`tls_record`]: the records after the handshake, with the keys rustls hands over
+//!   (where kernel TLS would slot in).
+//! - [`alloc_count`]: the counting allocator that measures what rustls holds per connection.
 //!
 //! Protocol logic shared with other binaries (handshake parsing, frame decoding) is in
 //! `ws-common`.
 
+pub mod alloc_count;
 pub mod cli;
 pub mod conn;
 pub mod core;
@@ -30,3 +38,6 @@ pub mod listener;
 pub mod ring;
 pub mod settings;
 pub mod stats;
+pub mod tls_config;
+pub mod tls_record;
+pub mod tls_session;

@@ -23,6 +23,9 @@ pub struct Settings {
     pub message_timeout: u32,
     /// Bytes of partial messages and unsent output per core before the largest go.
     pub memory_budget: usize,
+    /// wss:// on the public listener (`--tls-cert`/`--tls-key`); each core gets its own copy,
+    /// so taking it for a connection touches no cache line another core writes.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Settings {
@@ -44,6 +47,7 @@ impl Settings {
             max_pending: c.max_pending,
             message_timeout: secs(c.message_timeout),
             memory_budget: c.memory_budget.min(usize::MAX as u64) as usize,
+            tls: None,
         }
     }
 }

@@ -91,6 +91,15 @@ pub struct CoreStats {
     pub hop_buckets: [Counter; HOP_BUCKETS_US.len()],
     pub hop_sum_ns: Counter,
     pub hop_count: Counter,
+    /// TLS handshakes completed: full, and resumed from a session ticket.
+    pub tls_full: Counter,
+    pub tls_resumed: Counter,
+    /// TLS failures by [`crate::tls_config::TLS_FAILURES`] class.
+    pub tls_failures: [Counter; crate::tls_config::TLS_FAILURES.len()],
+    /// TLS connections held, and the user-space bytes of their TLS state (gauges; set by
+    /// the once-a-second sweep).
+    pub tls_open: Counter,
+    pub tls_state_bytes: Counter,
 }
 
 /// Upper bounds (µs) of the cross-core hop histogram buckets.
@@ -119,6 +128,10 @@ impl CoreStats {
         }
         self.hop_sum_ns.add(ns);
         self.hop_count.inc();
+    }
+
+    pub fn tls_failure(&self, class: &str) {
+        self.tls_failures[crate::tls_config::failure_index(class)].inc();
     }
 
     pub fn accept_error(&self, errno: i32) {
@@ -396,6 +409,50 @@ pub fn render(all: &[CoreStats], cores: &[usize]) -> String {
         "gauge",
         "User-space bytes of per-connection state held (slots + buffers).",
         &|s| s.conn_state_bytes.get(),
+    );
+    p.family(
+        "ws_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed, full or resumed (session ticket).",
+    );
+    for (i, s) in all.iter().enumerate() {
+        let core = cores.get(i).copied().unwrap_or(i).to_string();
+        for (kind, v) in [("full", s.tls_full.get()), ("resumed", s.tls_resumed.get())] {
+            p.sample(
+                "ws_tls_handshakes_total",
+                &[("core", &core), ("kind", kind)],
+                v,
+            );
+        }
+    }
+    p.family(
+        "ws_tls_failures_total",
+        "counter",
+        "TLS connections that failed, by reason (alert_unknown_ca: the client does not trust our certificate; not_tls: plain bytes on a wss port; timeout: stalled in the handshake).",
+    );
+    for (i, s) in all.iter().enumerate() {
+        let core = cores.get(i).copied().unwrap_or(i).to_string();
+        for (j, reason) in crate::tls_config::TLS_FAILURES.iter().enumerate() {
+            p.sample(
+                "ws_tls_failures_total",
+                &[("core", &core), ("reason", reason)],
+                s.tls_failures[j].get(),
+            );
+        }
+    }
+    per_core(
+        &mut p,
+        "ws_tls_connections",
+        "gauge",
+        "Connections holding TLS state now (updated every second).",
+        &|s| s.tls_open.get(),
+    );
+    per_core(
+        &mut p,
+        "ws_tls_state_bytes",
+        "gauge",
+        "User-space bytes of TLS state (library state, keys, split records), measured by allocation; per connection = this / ws_tls_connections.",
+        &|s| s.tls_state_bytes.get(),
     );
     let (soft, _hard) = metrics::nofile_limit();
     p.family(
