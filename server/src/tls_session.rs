@@ -287,6 +287,7 @@ mod tests {
         let server = crate::tls_config::server_config(&files, tickets).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(der).unwrap();
+        #[allow(deprecated)] // the ring provider: what the servers themselves use
         let mut provider = rustls::crypto::ring::default_provider();
         if let Some(suite) = suite {
             provider.cipher_suites = vec![suite];
@@ -335,7 +336,7 @@ mod tests {
             plain
         }
 
-        fn to_client(&mut self, data: &[u8]) -> Vec<u8> {
+        fn deliver(&mut self, data: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
             let mut n = 0;
             self.server.seal(data, &mut out, &mut n).unwrap();
@@ -371,12 +372,12 @@ mod tests {
                 let got = p.pump(chunk);
                 assert_eq!(got.len(), 5 + big.len(), "{suite:?} chunk {chunk}");
                 assert_eq!(&got[..5], b"hello");
-                assert_eq!(p.to_client(b"world"), b"world", "{suite:?}");
+                assert_eq!(p.deliver(b"world"), b"world", "{suite:?}");
                 if suite.version() == &rustls::version::TLS13 {
                     p.client.refresh_traffic_keys().unwrap();
                     p.client.writer().write_all(b"after update").unwrap();
                     assert_eq!(p.pump(chunk), b"after update", "{suite:?}");
-                    assert_eq!(p.to_client(b"still here"), b"still here", "{suite:?}");
+                    assert_eq!(p.deliver(b"still here"), b"still here", "{suite:?}");
                 }
                 assert_eq!(p.server.partial.capacity(), 0);
                 let bytes = p.server.state_bytes();
@@ -397,7 +398,7 @@ mod tests {
                 .write_all(b"GET /ws HTTP/1.1\r\n\r\n")
                 .unwrap();
             assert_eq!(p.pump(chunk), b"GET /ws HTTP/1.1\r\n\r\n", "chunk {chunk}");
-            assert_eq!(p.to_client(b"HTTP/1.1 101"), b"HTTP/1.1 101");
+            assert_eq!(p.deliver(b"HTTP/1.1 101"), b"HTTP/1.1 101");
             // Nothing of a split record is left once it is whole.
             assert_eq!(p.server.partial.capacity(), 0);
         }
@@ -414,7 +415,7 @@ mod tests {
             .write_all(&[0x81, 0x80, 1, 2, 3, 4])
             .unwrap();
         p.pump(1 << 20);
-        p.to_client(&[0x81, 0x00]);
+        p.deliver(&[0x81, 0x00]);
         let bytes = p.server.state_bytes();
         eprintln!(
             "idle TLS state: {bytes} bytes (struct {}, heap {})",
