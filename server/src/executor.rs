@@ -83,17 +83,11 @@ pub fn run(cfg: Config) -> i32 {
         },
     };
     let mut settings = Settings::from_config(&cfg, cores.clone());
-    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
-        let made = crate::tls_config::TlsFiles::load(cert, key).and_then(|files| {
-            let tickets = crate::tls_config::Tickets::new()?;
-            crate::tls_config::server_config(&files, tickets)
-        });
-        match made {
-            Ok(c) => settings.tls = Some(Arc::new(c)),
-            Err(e) => {
-                eprintln!("ws-server: {e}");
-                return 2;
-            }
+    match crate::tls_config::from_cli(&cfg) {
+        Ok(tls) => settings.tls = tls.map(Arc::new),
+        Err(e) => {
+            eprintln!("ws-server: {e}");
+            return 2;
         }
     }
     let stats: AllStats = (0..cores.len())

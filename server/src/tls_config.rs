@@ -63,6 +63,16 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
+/// `--tls-cert`/`--tls-key` as a server configuration (None: plain ws://), with errors that
+/// name the flag and the file.
+pub fn from_cli(cfg: &crate::cli::Config) -> Result<Option<ServerConfig>, String> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Ok(None);
+    };
+    let files = TlsFiles::load(cert, key)?;
+    server_config(&files, Tickets::new()?).map(Some)
+}
+
 /// The server configuration both binaries use. `tickets` is shared by every core (and by
 /// both listeners of a process), so a ticket from one connection resumes on any core.
 pub fn server_config(

@@ -81,6 +81,8 @@ pub struct Ctx {
     /// client's Close.
     pub drain_sent: AtomicUsize,
     pub drain_waiting: AtomicUsize,
+    /// wss:// on the public listener (`--tls-cert`/`--tls-key`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Ctx {
@@ -102,6 +104,7 @@ impl Ctx {
             stop: Notify::new(),
             drain_sent: AtomicUsize::new(0),
             drain_waiting: AtomicUsize::new(0),
+            tls: None,
         }
     }
 

@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,6 +31,7 @@ use ws_common::route::{Route as Allowed, Side};
 use crate::conn::{self, Route};
 use crate::ctx::{Ctx, Stopped};
 use crate::metrics::Charge;
+use crate::io::Io;
 use crate::stream::Counted;
 
 /// How long a closing connection gets to take our last bytes and send its EOF (ws-server:
@@ -50,7 +50,7 @@ enum ReadEnd {
 }
 
 /// The root of every connection task.
-pub async fn serve(ctx: &'static Ctx, mut stream: TcpStream, side: Side) {
+pub async fn serve(ctx: &'static Ctx, mut stream: Io, side: Side) {
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     let home = ctx.slot();
     if ctx.gauges[home].pending.load(Relaxed) >= ctx.settings.max_pending {
@@ -179,7 +179,7 @@ impl Drop for Admission {
 /// Reads until `parse_request` has a complete head (or refuses it). `buf` ends up holding
 /// everything read: the head, then possibly a body or the first frames. It starts at
 /// [`HEAD_BUFFER`] (a typical upgrade request fits) and doubles up to the 8 KiB limit.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request, ReadEnd> {
+async fn read_head(stream: &mut Io, buf: &mut Vec<u8>) -> Result<Request, ReadEnd> {
     buf.resize(HEAD_BUFFER, 0);
     let mut len = 0;
     let result = loop {
@@ -209,7 +209,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Request,
 /// the announced length, never re-copied per read).
 async fn post(
     ctx: &'static Ctx,
-    stream: &mut TcpStream,
+    stream: &mut Io,
     req: &Request,
     buf: &[u8],
     deadline: Instant,
@@ -235,14 +235,14 @@ async fn post(
     finish(stream, &resp).await;
 }
 
-async fn reject(ctx: &Ctx, stream: &mut TcpStream, r: Reject) {
+async fn reject(ctx: &Ctx, stream: &mut Io, r: Reject) {
     ctx.stats().reject(r);
     finish(stream, &r.response()).await;
 }
 
 /// Sends a complete response, half-closes, and waits (at most [`LINGER`]) for the client's
 /// EOF, discarding what it still sends, so it reads our answer instead of a reset.
-pub async fn finish(stream: &mut TcpStream, resp: &[u8]) {
+pub async fn finish(stream: &mut Io, resp: &[u8]) {
     let _ = timeout_at(Instant::now() + LINGER, async {
         stream.write_all(resp).await?;
         stream.shutdown().await?;

@@ -32,6 +32,7 @@ mod conn;
 mod ctx;
 mod http;
 mod hub;
+mod io;
 mod metrics;
 mod stream;
 mod utf8_guard;
@@ -161,7 +162,15 @@ fn run() -> i32 {
         },
     };
 
-    let ctx: &'static Ctx = Box::leak(Box::new(Ctx::new(settings(&cfg, cores.len()), &cores)));
+    let mut ctx = Ctx::new(settings(&cfg, cores.len()), &cores);
+    match ws_server::tls_config::from_cli(&cfg) {
+        Ok(tls) => ctx.tls = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c))),
+        Err(e) => {
+            eprintln!("{NAME}: {e}");
+            return 2;
+        }
+    }
+    let ctx: &'static Ctx = Box::leak(Box::new(ctx));
 
     // Worker threads: each takes the next stats slot and pins itself to its core. The
     // workers are the first threads the runtime starts (at build time); any later thread
@@ -208,6 +217,9 @@ fn run() -> i32 {
         return 2;
     }
 
+    if ctx.tls.is_some() {
+        eprintln!("{NAME}: wss:// on the public listener (tokio-rustls); admin listener plain");
+    }
     let summary = rt.block_on(async {
         let listener = match TcpListener::from_std(std_listener) {
             Ok(l) => l,
@@ -343,6 +355,35 @@ async fn budget_loop(ctx: &'static Ctx) {
     }
 }
 
+/// A wss connection: the TLS handshake (within --handshake-timeout, counted like
+/// ws-server's), then the same HTTP and WebSocket path as plain connections.
+async fn serve_tls(ctx: &'static Ctx, tls: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream) {
+    let deadline = Instant::now() + ctx.settings.handshake_timeout;
+    match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            if resumed {
+                ctx.stats().tls_resumed.inc();
+            } else {
+                ctx.stats().tls_full.inc();
+            }
+            http::serve(ctx, io::Io::Tls(Box::new(stream)), Side::Public).await
+        }
+        Ok(Err(e)) => {
+            let class = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => ws_server::tls_config::classify(tls),
+                None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
+                None => "other",
+            };
+            ctx.stats().tls_failure(class);
+        }
+        Err(_) => {
+            ctx.stats().tls_failure("timeout");
+            ctx.stats().handshake_timeout_closes.inc();
+        }
+    }
+}
+
 /// Accepts until shutdown; one task per connection.
 async fn accept_loop(ctx: &'static Ctx, listener: TcpListener, side: Side) {
     let notified = pin!(ctx.stop.notified());
@@ -357,7 +398,12 @@ async fn accept_loop(ctx: &'static Ctx, listener: TcpListener, side: Side) {
             Ok((stream, _)) => {
                 ctx.stats().accepted.inc();
                 let _ = stream.set_nodelay(true);
-                ctx.spawn_conn(http::serve(ctx, stream, side), 0);
+                match (&ctx.tls, side) {
+                    (Some(tls), Side::Public) => {
+                        ctx.spawn_conn(serve_tls(ctx, tls.clone(), stream), 0)
+                    }
+                    _ => ctx.spawn_conn(http::serve(ctx, io::Io::Plain(stream), side), 0),
+                }
             }
             Err(e) => {
                 ctx.stats().accept_error(e.raw_os_error().unwrap_or(0));

@@ -9,14 +9,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::ctx::Ctx;
+use crate::io::Io;
 use crate::utf8_guard::{Utf8Guard, INVALID_UTF8};
 
 pub struct Counted {
-    inner: TcpStream,
+    inner: Io,
     ctx: &'static Ctx,
     /// When the last read returned data.
     pub last_rx: Instant,
@@ -32,7 +32,7 @@ pub struct Counted {
 
 impl Counted {
     /// `leftover`: the bytes after the request head, which tungstenite gets directly.
-    pub fn new(ctx: &'static Ctx, inner: TcpStream, leftover: &[u8]) -> Counted {
+    pub fn new(ctx: &'static Ctx, inner: Io, leftover: &[u8]) -> Counted {
         let mut utf8 = Utf8Guard::default();
         let utf8_failed = utf8.feed(leftover).is_err();
         let now = Instant::now();
@@ -66,7 +66,7 @@ impl Counted {
 
     /// The socket itself, for the last bytes of a linger (not counted, as ws-server
     /// discards them too).
-    pub fn tcp(&mut self) -> &mut TcpStream {
+    pub fn tcp(&mut self) -> &mut Io {
         &mut self.inner
     }
 }
