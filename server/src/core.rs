@@ -486,9 +486,13 @@ impl Core {
         self.tls_plain = plain;
     }
 
-    /// Whether `slot` speaks TLS and its TLS handshake has not completed.
-    fn tls_handshaking(&self, slot: u32) -> bool {
-        self.conns.tls(slot).is_some_and(|t| !t.established())
+    /// Whether `slot` speaks TLS and is still in its TLS handshake (a lingering one has
+    /// failed already and been counted).
+    fn tls_handshaking(&mut self, slot: u32) -> bool {
+        self.conns
+            .by_slot(slot)
+            .is_some_and(|c| c.phase == Phase::Handshake)
+            && self.conns.tls(slot).is_some_and(|t| !t.established())
     }
 
     fn on_eof(&mut self, slot: u32, gen: u32) {

@@ -30,8 +30,8 @@ use ws_common::route::{Route as Allowed, Side};
 
 use crate::conn::{self, Route};
 use crate::ctx::{Ctx, Stopped};
-use crate::metrics::Charge;
 use crate::io::Io;
+use crate::metrics::Charge;
 use crate::stream::Counted;
 
 /// How long a closing connection gets to take our last bytes and send its EOF (ws-server:

@@ -361,7 +361,8 @@ async fn serve_tls(ctx: &'static Ctx, tls: tokio_rustls::TlsAcceptor, tcp: tokio
     let deadline = Instant::now() + ctx.settings.handshake_timeout;
     match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
         Ok(Ok(stream)) => {
-            let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            let resumed =
+                stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             if resumed {
                 ctx.stats().tls_resumed.inc();
             } else {
