@@ -3,6 +3,7 @@
 //! are made per test (rcgen); nothing secret is committed. No timed assertions: every wait
 //! is bounded and only avoids hanging.
 
+#[allow(dead_code)] // shared with the loadgen tests, which use every field
 #[path = "../../loadgen/tests/common/certs.rs"]
 mod certs;
 mod support;
