@@ -20,6 +20,9 @@
 #                       (a FAILED case still fails the run)
 #   --cases LIST        run only these cases (comma-separated, wildcards as in the suite,
 #                       e.g. 5.*,6.4.1); expected cases that did not run are not required
+#   --tls               over wss:// (a certificate made with openssl in the report
+#                       directory; --tls-cert/--tls-key), reports in
+#                       reports/autobahn-<server>-tls/, the same expectations
 #   --no-build          use the release binaries already built
 #   -h, --help          this text
 # Environment:
@@ -37,7 +40,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 die_usage() {
     echo "autobahn.sh: $*" >&2
-    echo "usage: scripts/autobahn.sh [--update-expected] [--cases LIST] [--no-build] [ws-server|ws-server-tokio|all]" >&2
+    echo "usage: scripts/autobahn.sh [--update-expected] [--cases LIST] [--tls] [--no-build] [ws-server|ws-server-tokio|all]" >&2
     exit 2
 }
 
@@ -45,12 +48,14 @@ KNOWN_SERVERS=(ws-server ws-server-tokio)
 target=""
 update_expected=0
 build=1
+tls=0
 cases=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
         --update-expected) update_expected=1 ;;
         --no-build) build=0 ;;
+        --tls) tls=1 ;;
         --cases)
             [ $# -ge 2 ] || die_usage "--cases needs a list"
             cases="$2"
@@ -283,12 +288,26 @@ overall=0
 run_server() {
     local s="$1" bin="$TARGET_DIR/release/$1"
     local out="reports/autobahn-$s"
+    [ "$tls" = 1 ] && out="reports/autobahn-$s-tls"
     local expected="scripts/autobahn/expected-$s.json"
     rm -rf "$out"
     mkdir -p "$out"
 
     local args
     read -r -a args <<<"$(server_args "$bin")"
+    if [ "$tls" = 1 ]; then
+        local c="$out/certs"
+        mkdir -p "$c"
+        if ! {
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout "$c/key.pem" -out "$c/cert.pem" -days 2 -subj /CN=127.0.0.1 \
+                -addext "subjectAltName=IP:127.0.0.1,DNS:localhost"
+        } >"$c/openssl.log" 2>&1; then
+            summaries+=("autobahn $s: FAIL: openssl could not make a certificate ($c/openssl.log)")
+            return 1
+        fi
+        args+=(--tls-cert "$c/cert.pem" --tls-key "$c/key.pem")
+    fi
     log "$s: starting $bin ${args[*]}"
     "$bin" "${args[@]}" >"$out/server.stdout" 2>"$out/server.stderr" &
     server_pid=$!
@@ -308,6 +327,7 @@ run_server() {
         return 1
     fi
     local url="ws://$addr/ws"
+    [ "$tls" = 1 ] && url="wss://$addr/ws"
 
     if ! python3 - "$HERE/fuzzingclient.json" "$out/fuzzingclient.json" "$ROOT/$out" "$s" "$url" "$cases" <<'EOF'
 import json, sys

@@ -9,6 +9,10 @@
 #      name the limit that stopped it and what to change,
 #   5. writes everything into reports/ceiling-<timestamp>/ and stops the server.
 #
+# With --tls the same job runs over wss://: a CA and a certificate for localhost and
+# 127.0.0.1 are generated (openssl) into the report directory, ws-server serves them, and
+# ws-loadgen trusts that CA.
+#
 # The defaults finish in about a minute after the build on a 2-core machine. See usage().
 
 set -u -o pipefail
@@ -27,12 +31,14 @@ LOADGEN_CORES=""
 KEEP_SERVER=0
 BUILD=1
 OUT=""
+TLS=0
+CONNECT_RATE_SET=0
 
 usage() {
     cat <<EOF
 usage: $PROG [--max N] [--step N|P%] [--hold DURATION] [--connect-rate R]
                    [--server-cores LIST] [--loadgen-cores LIST] [--keep-server]
-                   [--out DIR] [--no-build]
+                   [--tls] [--out DIR] [--no-build]
        $PROG -h | --help
 
 Builds the release binaries, checks the kernel limits (scripts/tune.sh check), starts
@@ -48,6 +54,9 @@ options:
   --server-cores LIST  cores for ws-server (default: the first half of the allowed cores)
   --loadgen-cores LIST cores for ws-loadgen (default: the other half)
   --keep-server        leave ws-server running at the end (its pid and address are printed)
+  --tls                over wss://: a generated CA and certificate (openssl, in DIR/certs),
+                       ws-server --tls-cert/--tls-key, ws-loadgen --ca; default connect
+                       rate 2000/s (a full TLS handshake costs the server far more than TCP)
   --out DIR            report directory (default reports/ceiling-<timestamp>)
   --no-build           use the binaries already built
 
@@ -89,7 +98,8 @@ while [[ $# -gt 0 ]]; do
         --max) MAX=$v ;;
         --step) STEP=$v ;;
         --hold) HOLD=$v ;;
-        --connect-rate) CONNECT_RATE=$v ;;
+        --connect-rate) CONNECT_RATE=$v; CONNECT_RATE_SET=1 ;;
+        --tls) TLS=1 ;;
         --server-cores) SERVER_CORES=$v ;;
         --loadgen-cores) LOADGEN_CORES=$v ;;
         --out) OUT=$v ;;
@@ -101,6 +111,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $MAX =~ ^[0-9]+$ && $MAX -gt 0 ]] || die_usage "--max must be a positive whole number, not '$MAX'"
 [[ -z $STEP ]] && STEP=$(((MAX + 9) / 10))
+[[ $TLS -eq 1 && $CONNECT_RATE_SET -eq 0 ]] && CONNECT_RATE=2000
 
 # --- cores ------------------------------------------------------------------------------
 
@@ -203,13 +214,33 @@ interrupted_exit() {
     fi
 }
 
+TLS_SERVER_ARGS=()
+TLS_CLIENT_ARGS=()
+if [[ $TLS -eq 1 ]]; then
+    command -v openssl >/dev/null 2>&1 || die "--tls needs the openssl command to make a certificate"
+    C=$OUT/certs
+    mkdir -p "$C" || die "cannot create $C"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$C/ca.key" \
+            -out "$C/ca.pem" -days 7 -subj "/CN=ws-ceiling local CA" &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$C/key.pem" \
+                -out "$C/server.csr" -subj "/CN=localhost" &&
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$C/ext.cnf" &&
+            openssl x509 -req -in "$C/server.csr" -CA "$C/ca.pem" -CAkey "$C/ca.key" -CAcreateserial \
+                -out "$C/cert.pem" -days 7 -extfile "$C/ext.cnf"
+    } >"$C/openssl.log" 2>&1 || die "openssl could not make the certificate (see $C/openssl.log)"
+    TLS_SERVER_ARGS=(--tls-cert "$C/cert.pem" --tls-key "$C/key.pem")
+    TLS_CLIENT_ARGS=(--ca "$C/ca.pem")
+    echo "==> wss://: certificate for localhost and 127.0.0.1 in $C (CA: ca.pem)"
+fi
+
 echo "==> starting ws-server on core(s) $SERVER_CORES"
 # In its own session (when setsid is there), so a Ctrl-C reaches the load generator, which
 # still reports on the connections it holds, and not the server, which cleanup stops.
 SETSID=()
 command -v setsid >/dev/null 2>&1 && SETSID=(setsid)
 "${SETSID[@]}" taskset -c "$SERVER_CORES" "$SERVER_BIN" --listen 127.0.0.1:0 --cores "$SERVER_CORES" \
-    >"$OUT/server.log" 2>&1 </dev/null &
+    "${TLS_SERVER_ARGS[@]}" >"$OUT/server.log" 2>&1 </dev/null &
 SERVER_PID=$!
 ADDR=""
 for ((i = 0; i < 100; i++)); do
@@ -223,6 +254,8 @@ if [[ -z $ADDR ]]; then
     die "ws-server did not start (log: $OUT/server.log)"
 fi
 URL=ws://$ADDR/ws
+# Over TLS the name the certificate carries, so the handshake is verified as a client would.
+[[ $TLS -eq 1 ]] && URL=wss://localhost:${ADDR##*:}/ws
 # The admin listener (/metrics) is on a port of its own, printed after the public one.
 ADMIN=""
 for ((i = 0; i < 50; i++)); do
@@ -240,6 +273,7 @@ sed -n '2,3p' "$OUT/server.log" | sed 's/^/    /'
 echo "==> ws-loadgen doctor $URL --connections $MAX (full answer: $OUT/doctor.txt)"
 "$LOADGEN_BIN" doctor "$URL" --connections "$MAX" --server-pid "$SERVER_PID" \
     --connect-rate "$CONNECT_RATE" --cores "$LOADGEN_CORES" --loadgen-processes auto "${ADMIN_ARGS[@]}" \
+    "${TLS_CLIENT_ARGS[@]}" \
     --json "$OUT/doctor.json" >"$OUT/doctor.txt" 2>&1
 grep -E '^largest feasible N' "$OUT/doctor.txt" | sed 's/^/    /'
 interrupted_exit
@@ -248,7 +282,7 @@ echo "==> ws-loadgen ceiling $URL --max $MAX --step $STEP --hold $HOLD on core(s
 rc=0
 taskset -c "$LOADGEN_CORES" "$LOADGEN_BIN" ceiling "$URL" --max "$MAX" --step "$STEP" --hold "$HOLD" \
     --connect-rate "$CONNECT_RATE" --ping-interval "$PING" --cores "$LOADGEN_CORES" \
-    --server-pid "$SERVER_PID" --progress plain "${ADMIN_ARGS[@]}" \
+    --server-pid "$SERVER_PID" --progress plain "${ADMIN_ARGS[@]}" "${TLS_CLIENT_ARGS[@]}" \
     --json "$OUT/report.json" --html "$OUT/report.html" | tee -i "$OUT/report.txt"
 rc=${PIPESTATUS[0]}
 

@@ -64,6 +64,11 @@ Options:
   --no-bare              skip the bare-tcp reference runs
   --no-loadgen           skip the load-generator section (5)
   --only-loadgen         run only the load-generator section (5)
+  --tls                  add the TLS section (6): both servers over wss:// side by side: RSS
+                         per idle TLS connection, full and resumed handshakes and echo msgs
+                         per server CPU-second, ws-loadgen's CPU over wss next to ws://
+                         (scripts/lib/tls_compare.py)
+  --only-tls             run only the TLS section (6)
   --loadgen-repeat K     runs of each generator in that section, side by side (default 2, 1 in --quick)
   --no-netns             run in the host's network namespace (by default, as root, the run
                          moves into a private one, see below)
@@ -102,6 +107,8 @@ BIN_DIR=""
 NETNS=1
 LOADGEN_SECTION=1
 ONLY_LOADGEN=0
+TLS_SECTION=0
+ONLY_TLS=0
 LOADGEN_REPEAT=""
 
 need_val() { [ $# -ge 2 ] || { echo "compare.sh: $1 needs a value" >&2; exit 2; }; }
@@ -126,6 +133,8 @@ while [ $# -gt 0 ]; do
         --no-bare) BARE=0; shift ;;
         --no-loadgen) LOADGEN_SECTION=0; shift ;;
         --only-loadgen) ONLY_LOADGEN=1; shift ;;
+        --tls) TLS_SECTION=1; shift ;;
+        --only-tls) TLS_SECTION=1; ONLY_TLS=1; shift ;;
         --loadgen-repeat) need_val "$@"; LOADGEN_REPEAT=$2; shift 2 ;;
         --no-netns) NETNS=0; shift ;;
         --out) need_val "$@"; OUT=$2; shift 2 ;;
@@ -232,6 +241,19 @@ loadgen_section() {
     python3 "$ROOT/scripts/lib/loadgen_compare.py" "${args[@]}" ||
         note "the load-generator section failed (see $OUT/loadgens)"
 }
+# Section 6, TLS: its own program too (openssl s_time, a Python resumption client).
+tls_section() {
+    local args=(--bin "$BIN" --out "$OUT/tls" --server-core "$SC1" --lg-core "$LC1")
+    [ "$QUICK" = 1 ] && args+=(--quick)
+    log "TLS: both servers over wss:// (memory, handshakes, echo per server CPU-second)"
+    python3 "$ROOT/scripts/lib/tls_compare.py" "${args[@]}" ||
+        note "the TLS section failed (see $OUT/tls)"
+}
+if [ "$ONLY_TLS" = 1 ]; then
+    tls_section | tee "$OUT/compare.md"
+    echo "report: $OUT/compare.md (raw figures in $OUT/tls/tls.json)" >&2
+    exit 0
+fi
 if [ "$ONLY_LOADGEN" = 1 ]; then
     loadgen_section | tee "$OUT/compare.md"
     echo "report: $OUT/compare.md (raw reports in $OUT/loadgens)" >&2
@@ -1224,5 +1246,9 @@ echo >&2
 if [ "$LOADGEN_SECTION" = 1 ]; then
     echo | tee -a "$OUT/compare.md"
     loadgen_section | tee -a "$OUT/compare.md"
+fi
+if [ "$TLS_SECTION" = 1 ]; then
+    echo | tee -a "$OUT/compare.md"
+    tls_section | tee -a "$OUT/compare.md"
 fi
 echo "report: $OUT/compare.md (raw JSON and samples alongside)" >&2

@@ -10,6 +10,10 @@ step "independent peers the tests talk to (Python websockets)"
 python3 -c "import websockets" 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check websockets
 python3 -c "import websockets; print('websockets', websockets.__version__)"
+# openssl: the wss tests' s_client peer and the certificates of autobahn.sh/ceiling.sh --tls.
+command -v openssl >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
+openssl version
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -36,6 +40,10 @@ if [ -f scripts/autobahn.sh ]; then
         echo "Autobahn skipped: no Python 2.7 on this machine"
     elif [ "$rc" -ne 0 ]; then
         exit "$rc"
+    fi
+    if [ "$rc" -eq 0 ]; then
+        step "Autobahn|Testsuite over wss:// (ws-server, the same expectations)"
+        bash scripts/autobahn.sh --tls --no-build ws-server
     fi
 fi
 

@@ -289,3 +289,54 @@ fn doctor_measures_what_a_handshake_costs() {
     // The Python peer is a local process: its CPU is read too.
     assert!(v["tls"]["full"]["server_cpu_us"].is_number(), "{v}");
 }
+
+/// ws-loadgen over wss against the project's own servers (ws-server, and the tokio baseline
+/// when it is built next to it): the counts agree with the server's /metrics, and a client
+/// that does not trust the server is refused on both sides with the right classes.
+#[test]
+fn wss_against_our_servers_agrees_with_their_metrics() {
+    let _g = common::serial();
+    let c = certs();
+    let mut bins = vec![common::server_bin()];
+    let tokio = common::server_bin().with_file_name("ws-server-tokio");
+    if tokio.is_file() {
+        bins.push(tokio);
+    } else {
+        eprintln!("note: no ws-server-tokio next to {:?}: only ws-server is checked", bins[0]);
+    }
+    for bin in bins {
+        let srv = common::WsServer::start_bin(
+            &bin,
+            &[
+                "--tls-cert",
+                s(&c.server_cert),
+                "--tls-key",
+                s(&c.server_key),
+                "--ping-interval",
+                "0",
+                "--cores",
+                "0",
+            ],
+        );
+        let port = srv.addr.rsplit(':').next().expect("port").to_string();
+        let url = format!("wss://localhost:{port}/ws");
+        let base = ["-c", "20", "--rate", "200", "-d", "1s", "--cores", "1"];
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--ca", s(&c.ca)]);
+        let r = run_loadgen(&url, &args);
+        assert_eq!(r.code, 0, "{bin:?}: {}", r.explain());
+        assert_eq!(r.u("/connections/established"), 20, "{}", r.explain());
+        assert_eq!(r.u("/tls/handshakes_full"), 20);
+        assert_eq!(srv.metric("ws_tls_handshakes_total"), 20, "{bin:?}");
+        assert_eq!(srv.metric("ws_messages_in_total"), r.u("/messages/sent"), "{bin:?}");
+        assert_eq!(r.u("/messages/lost"), 0, "{}", r.explain());
+
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--ca", s(&c.other_ca), "--reconnect-max-tries", "0"]);
+        let r = run_loadgen(&url, &args);
+        assert_eq!(r.code, 2, "nothing established: {}", r.explain());
+        assert_eq!(r.u("/failures/tls_unknown_issuer"), 20, "{}", r.explain());
+        // The server heard why, by the client's alert.
+        assert_eq!(srv.metric("ws_tls_failures_total"), 20, "{bin:?}");
+    }
+}

@@ -392,7 +392,15 @@ impl WsServer {
     /// Starts `prefix... ws-server --listen 127.0.0.1:0 args...` (with RLIMIT_NOFILE
     /// `nofile`, if given) and waits for its `listening on ADDR` line.
     pub fn start(prefix: &[&str], args: &[&str], nofile: Option<u64>) -> Self {
-        let mut cmd = command(prefix, server_bin());
+        Self::start_cmd(command(prefix, server_bin()), args, nofile)
+    }
+
+    /// [`WsServer::start`] with a given binary (e.g. the tokio baseline).
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Self {
+        Self::start_cmd(Command::new(bin), args, None)
+    }
+
+    fn start_cmd(mut cmd: Command, args: &[&str], nofile: Option<u64>) -> Self {
         cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
