@@ -302,7 +302,10 @@ fn wss_against_our_servers_agrees_with_their_metrics() {
     if tokio.is_file() {
         bins.push(tokio);
     } else {
-        eprintln!("note: no ws-server-tokio next to {:?}: only ws-server is checked", bins[0]);
+        eprintln!(
+            "note: no ws-server-tokio next to {:?}: only ws-server is checked",
+            bins[0]
+        );
     }
     for bin in bins {
         let srv = common::WsServer::start_bin(
@@ -328,7 +331,11 @@ fn wss_against_our_servers_agrees_with_their_metrics() {
         assert_eq!(r.u("/connections/established"), 20, "{}", r.explain());
         assert_eq!(r.u("/tls/handshakes_full"), 20);
         assert_eq!(srv.metric("ws_tls_handshakes_total"), 20, "{bin:?}");
-        assert_eq!(srv.metric("ws_messages_in_total"), r.u("/messages/sent"), "{bin:?}");
+        assert_eq!(
+            srv.metric("ws_messages_in_total"),
+            r.u("/messages/sent"),
+            "{bin:?}"
+        );
         assert_eq!(r.u("/messages/lost"), 0, "{}", r.explain());
 
         let mut args = base.to_vec();
