@@ -25,6 +25,7 @@ use crate::inbox::{CoreMsg, Inbox, Mailbox, Waker};
 use crate::ring::{BufRing, Completion, Kind, Ring, Token};
 use crate::settings::Settings;
 use crate::stats::{AllStats, CoreStats};
+use crate::tls_session::TlsConn;
 
 /// Ticks a lingering connection gets to send EOF after our last bytes.
 const LINGER_TICKS: u32 = 2;
@@ -535,19 +536,9 @@ impl Core {
         if conn.has(flag::TLS) {
             return self.send_tls(slot, gen, bytes);
         }
-        let fd = conn.fd;
-        let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
-        let mut sent = 0;
-        if queued == 0 {
-            match send_now(fd, bytes) {
-                Ok(n) => sent = n,
-                Err(_) => {
-                    self.stats().resets.inc();
-                    self.close_now(slot, gen);
-                    return false;
-                }
-            }
-        }
+        let Some((sent, queued)) = self.send_unqueued(slot, gen, bytes) else {
+            return false;
+        };
         if sent == bytes.len() {
             return true;
         }
@@ -595,26 +586,43 @@ impl Core {
         let Some(n) = self.seal(slot, gen, bytes) else {
             return false;
         };
+        self.send_tls_out(slot, gen, n)
+    }
+
+    /// Sends the records [`Core::tls_write`] left in `self.tls_out[..n]`.
+    fn send_tls_out(&mut self, slot: u32, gen: u32, n: usize) -> bool {
         let out = std::mem::take(&mut self.tls_out);
         let ok = self.send_sealed(slot, gen, &out[..n]);
         self.tls_out = out;
         ok
     }
 
+    /// Runs `write` on the TLS state of `slot` (taken out meanwhile: `write` cannot reach
+    /// the core), into `self.tls_out` from its start; `Some(Ok(n))`: `n` bytes of records.
+    /// `None`: the connection has no TLS state.
+    fn tls_write(
+        &mut self,
+        slot: u32,
+        write: impl FnOnce(&mut TlsConn, &mut Vec<u8>, &mut usize) -> Result<(), rustls::Error>,
+    ) -> Option<Result<usize, rustls::Error>> {
+        let mut tls = self.conns.take_tls(slot)?;
+        let mut n = 0;
+        let r = write(&mut tls, &mut self.tls_out, &mut n);
+        self.conns.put_tls(slot, tls);
+        Some(r.map(|()| n))
+    }
+
     /// Seals `plain` for the TLS connection at `slot`: the records are `self.tls_out[..n]`.
     /// `None`: TLS failed and the connection is closed.
     pub(crate) fn seal(&mut self, slot: u32, gen: u32, plain: &[u8]) -> Option<usize> {
-        let Some(mut tls) = self.conns.take_tls(slot) else {
-            self.close_now(slot, gen);
-            return None;
-        };
-        let mut n = 0;
-        let r = tls.seal(plain, &mut self.tls_out, &mut n);
-        self.conns.put_tls(slot, tls);
-        match r {
-            Ok(()) => Some(n),
-            Err(e) => {
+        match self.tls_write(slot, |t, out, n| t.seal(plain, out, n)) {
+            Some(Ok(n)) => Some(n),
+            Some(Err(e)) => {
                 self.stats().tls_failure(crate::tls_config::classify(&e));
+                self.close_now(slot, gen);
+                None
+            }
+            None => {
                 self.close_now(slot, gen);
                 None
             }
@@ -641,25 +649,32 @@ impl Core {
         self.tls_join = join;
     }
 
+    /// The first step of every send: one non-blocking `send` when nothing is queued ahead
+    /// of `bytes`. Returns (bytes the socket took, bytes that were queued before); `None`
+    /// when the connection is gone or broke (then closed and counted as a reset).
+    fn send_unqueued(&mut self, slot: u32, gen: u32, bytes: &[u8]) -> Option<(usize, usize)> {
+        let conn = self.conns.get(slot, gen)?;
+        let fd = conn.fd;
+        let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
+        if queued > 0 {
+            return Some((0, queued));
+        }
+        match send_now(fd, bytes) {
+            Ok(n) => Some((n, 0)),
+            Err(_) => {
+                self.stats().resets.inc();
+                self.close_now(slot, gen);
+                None
+            }
+        }
+    }
+
     /// Writes ciphertext now if nothing is queued, else queues it (no policy: it was
     /// applied before sealing).
     fn send_sealed(&mut self, slot: u32, gen: u32, bytes: &[u8]) -> bool {
-        let Some(conn) = self.conns.get(slot, gen) else {
+        let Some((sent, _)) = self.send_unqueued(slot, gen, bytes) else {
             return false;
         };
-        let fd = conn.fd;
-        let queued = conn.extra.as_ref().map_or(0, |e| e.unsent());
-        let mut sent = 0;
-        if queued == 0 {
-            match send_now(fd, bytes) {
-                Ok(n) => sent = n,
-                Err(_) => {
-                    self.stats().resets.inc();
-                    self.close_now(slot, gen);
-                    return false;
-                }
-            }
-        }
         if sent < bytes.len() {
             self.enqueue(slot, gen, &bytes[sent..]);
         }
@@ -740,15 +755,10 @@ impl Core {
         conn.last_ping = tick;
         if conn.has(flag::TLS) && was != Phase::Lingering {
             // close_notify before the FIN, so the client knows the stream was not cut.
-            if let Some(mut tls) = self.conns.take_tls(slot) {
-                let mut out = std::mem::take(&mut self.tls_out);
-                let mut n = 0;
-                let ok = tls.close_notify(&mut out, &mut n).is_ok();
-                self.conns.put_tls(slot, tls);
-                if ok && n > 0 {
-                    self.send_sealed(slot, gen, &out[..n]);
+            if let Some(Ok(n)) = self.tls_write(slot, |t, out, n| t.close_notify(out, n)) {
+                if n > 0 {
+                    self.send_tls_out(slot, gen, n);
                 }
-                self.tls_out = out;
             }
         }
         let Some(conn) = self.conns.get(slot, gen) else {

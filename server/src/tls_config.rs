@@ -150,14 +150,12 @@ impl ProducesTickets for Tickets {
         let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + aead::MAX_TAG_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
-        let (head, body) = out.split_at_mut(NONCE_LEN);
-        let _ = head;
         let tag = self
             .key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 aead::Aad::empty(),
-                body,
+                &mut out[NONCE_LEN..],
             )
             .ok()?;
         out.extend_from_slice(tag.as_ref());

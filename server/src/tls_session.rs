@@ -37,7 +37,6 @@ pub struct TlsConn {
     partial: Vec<u8>,
     /// Heap bytes rustls holds for this connection (measured).
     heap: i64,
-    established: bool,
 }
 
 /// What one call to [`TlsConn::receive`] produced besides plaintext and output records.
@@ -70,12 +69,12 @@ impl TlsConn {
             stage: Stage::Handshake(conn),
             partial: Vec::new(),
             heap,
-            established: false,
         }))
     }
 
+    /// The handshake is done (the records are ours).
     pub fn established(&self) -> bool {
-        self.established
+        matches!(self.stage, Stage::Traffic(_))
     }
 
     /// User-space bytes this connection's TLS costs: its box, rustls's heap, a split record.
@@ -140,7 +139,6 @@ impl TlsConn {
                 // The records are ours from here on; rustls keeps its key schedule only.
                 let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
                 self.stage = Stage::Traffic(Traffic::new(secrets, kernel)?);
-                self.established = true;
                 rx.established = Some(resumed);
             }
         }
