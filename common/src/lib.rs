@@ -10,6 +10,8 @@
 //!   reassembly, control frames, UTF-8 and size checks, close codes.
 //! - [`payload`]: the binary payload the load generator sends (sequence number, timestamps)
 //!   so latency, loss and order can be checked end to end.
+//! - [`text_stamp`]: the same stamp as 39 ASCII characters, for text protocols (JSON) that
+//!   a server may wrap in its own envelope.
 //! - [`cores`]: `--cores 0-3,6` lists.
 //! - [`errno`]: errno names for error classes (`ECONNREFUSED`, `EMFILE`, ...).
 //! - [`metrics`]: Prometheus text exposition helpers and process figures from /proc.
@@ -30,3 +32,4 @@ pub mod metrics;
 pub mod net;
 pub mod payload;
 pub mod route;
+pub mod text_stamp;

@@ -27,6 +27,7 @@ pub struct Target {
 pub mod auth;
 pub mod parse;
 pub mod plan;
+pub mod script;
 pub mod source_ip;
 pub mod tls;
 
