@@ -88,12 +88,15 @@ mod tests {
     #[test]
     fn run_is_the_default() {
         let a = run(&["ws://127.0.0.1:9001/ws", "--connections", "7"]);
-        assert_eq!(a.connections, 7);
+        assert_eq!(a.connections, Some(7));
         let b = run(&["run", "ws://127.0.0.1:9001/ws", "-c", "8"]);
-        assert_eq!(b.connections, 8);
+        assert_eq!(b.connections, Some(8));
         let c = run(&["-c", "9", "ws://x/"]);
-        assert_eq!(c.connections, 9);
-        assert_eq!(c.scenario, ScenarioKind::Echo);
+        assert_eq!(c.connections, Some(9));
+        assert_eq!(c.scenario, None);
+        let d = run(&["--script", "chat.toml", "-c", "3"]);
+        assert_eq!(d.url, None);
+        assert!(parse_from(["ws-loadgen", "--script", "x.toml", "--scenario", "echo"]).is_err());
         assert!(parse_from(["ws-loadgen"]).is_err());
     }
 
@@ -113,6 +116,8 @@ mod tests {
             "0.1%",
             "--max-p99",
             "200ms",
+            "--max-p99",
+            "login=1s",
             "--scenario",
             "hold",
         ]);
@@ -120,8 +125,10 @@ mod tests {
         assert_eq!(a.source_ip.unwrap().0.len(), 3);
         assert_eq!(a.headers, ["X-A: b", "Cookie: c=d"]);
         assert!((a.max_error_rate.unwrap() - 0.001).abs() < 1e-12);
-        assert_eq!(a.max_p99, Some(Duration::from_millis(200)));
-        assert_eq!(a.scenario, ScenarioKind::Hold);
+        assert_eq!(a.max_p99[0].limit, Duration::from_millis(200));
+        assert_eq!(a.max_p99[0].row, None);
+        assert_eq!(a.max_p99[1].row.as_deref(), Some("login"));
+        assert_eq!(a.scenario, Some(ScenarioKind::Hold));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum ScenarioKind {
     /// Push: connections register as users (?user=u… appended to the URL); HTTP POSTs to
     /// /push/ID at --rate in total deliver stamped messages. Delivery latency, HTTP status.
     Push,
+    /// A scenario file (--script FILE): open steps, then a loop.
+    #[value(skip)]
+    Script,
 }
 
 impl ScenarioKind {
@@ -56,7 +59,69 @@ impl ScenarioKind {
             ScenarioKind::Echo => "rtt",
             ScenarioKind::Broadcast => "fanout",
             ScenarioKind::Push => "push",
+            ScenarioKind::Script => "script",
         }
+    }
+}
+
+/// Which histogram is a run's main latency (the one `--max-p99` without a name, the
+/// per-second p99 and the stage table quote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Main {
+    Rtt,
+    Pong,
+    Delivery,
+    /// A scripted `[[open]]` step (by index).
+    Step(usize),
+}
+
+impl RunConfig {
+    /// The main latency and its name in reports.
+    pub fn main_latency(&self) -> (Main, String) {
+        let fixed = |m, n: &str| (m, n.to_string());
+        match self.scenario {
+            ScenarioKind::Hold => fixed(Main::Pong, "pong"),
+            ScenarioKind::Echo => fixed(Main::Rtt, "rtt"),
+            ScenarioKind::Broadcast => fixed(Main::Delivery, "fanout"),
+            ScenarioKind::Push => fixed(Main::Delivery, "push"),
+            ScenarioKind::Script => {
+                let Some(s) = self.script.as_deref() else {
+                    return fixed(Main::Rtt, "rtt");
+                };
+                match &s.lp {
+                    Some(l) if l.echo => (Main::Rtt, format!("{} rtt", l.name)),
+                    Some(l) => (Main::Delivery, format!("{} delivery", l.name)),
+                    None => match s.open.iter().rposition(|st| st.expect.is_some()) {
+                        Some(i) => (Main::Step(i), s.open[i].name.clone()),
+                        None => fixed(Main::Rtt, "rtt"),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Every latency row a run reports, by the name `--max-p99 NAME=` takes (spaces
+    /// written as dots): the fixed ones, then a script's steps and loop.
+    pub fn latency_rows(&self) -> Vec<(String, Main)> {
+        let mut v: Vec<(String, Main)> = vec![
+            ("rtt".into(), Main::Rtt),
+            ("pong".into(), Main::Pong),
+            ("delivery".into(), Main::Delivery),
+        ];
+        if let Some(s) = self.script.as_deref() {
+            for (i, st) in s.open.iter().enumerate() {
+                if st.expect.is_some() {
+                    v.push((st.name.clone(), Main::Step(i)));
+                }
+            }
+            if let Some(l) = &s.lp {
+                let main = if l.echo { Main::Rtt } else { Main::Delivery };
+                v.push((l.name.clone(), main));
+                v.push((format!("{}.rtt", l.name), Main::Rtt));
+                v.push((format!("{}.delivery", l.name), Main::Delivery));
+            }
+        }
+        v
     }
 }
 
@@ -174,6 +239,11 @@ pub struct RunConfig {
     pub tokens: Option<auth::Tokens>,
     /// The server's admin listener (push POSTs).
     pub admin: auth::Admin,
+    /// `--script`: the compiled scenario file.
+    pub script: Option<std::sync::Arc<script::Script>>,
+    /// `--conn-offset`: added to every `{{conn}}` (and text stamp sender), so several
+    /// load generator processes number their connections apart.
+    pub conn_offset: u64,
 }
 
 /// Descriptors kept aside for stdio, epoll instances, report files and the like.

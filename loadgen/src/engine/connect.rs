@@ -43,15 +43,24 @@ pub fn user_id(sender: u32, gen: u32) -> String {
 
 /// A connection's own upgrade request (not the shared template): user `user` presented as
 /// a signed token (`--token-secret`), or as `?user=` when the scenario registers users
-/// and no secret is set.
-fn own_request(cfg: &RunConfig, user: &str, registers: bool, key: &str, out: &mut Vec<u8>) {
+/// and no secret is set; `own` is the scenario's own request target and headers.
+fn own_request(
+    cfg: &RunConfig,
+    user: &str,
+    registers: bool,
+    own: Option<(String, Vec<String>)>,
+    key: &str,
+    out: &mut Vec<u8>,
+) {
     let t = &cfg.target;
-    let sep = if t.path_and_query.contains('?') {
-        '&'
-    } else {
-        '?'
+    let (mut path, mut headers) = match own {
+        Some((p, mut h)) => {
+            h.extend(cfg.headers.iter().cloned());
+            (p, h)
+        }
+        None => (t.path_and_query.clone(), cfg.headers.clone()),
     };
-    let mut path = t.path_and_query.clone();
+    let sep = if path.contains('?') { '&' } else { '?' };
     let mut bearer = None;
     match &cfg.tokens {
         Some(tokens) => {
@@ -73,7 +82,6 @@ fn own_request(cfg: &RunConfig, user: &str, registers: bool, key: &str, out: &mu
         }
         None => {}
     }
-    let mut headers = cfg.headers.clone();
     headers.extend(bearer);
     out.extend_from_slice(&client_request(
         &t.host_header,
@@ -170,14 +178,15 @@ impl<S: Scenario> Worker<S> {
         let key = encode_key(raw);
         let mut req = std::mem::take(&mut self.reqbuf);
         req.clear();
-        let cfg = &self.io.sh.cfg;
         let registers = self.sc.registers_user();
-        if cfg.tokens.is_none() && !registers {
+        let own = self.sc.request(&self.io, idx);
+        let cfg = &self.io.sh.cfg;
+        if cfg.tokens.is_none() && !registers && own.is_none() {
             req.extend_from_slice(&self.request);
             req[self.key_at..self.key_at + key.len()].copy_from_slice(key.as_bytes());
         } else {
             let user = user_id(self.io.sender_id(idx), self.io.conns[idx].gen);
-            own_request(cfg, &user, registers, &key, &mut req);
+            own_request(cfg, &user, registers, own, &key, &mut req);
         }
         self.io.send_bytes(idx, &req);
         self.reqbuf = req;

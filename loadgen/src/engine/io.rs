@@ -66,6 +66,9 @@ pub struct Io {
     pub target: usize,
     /// Sockets that failed during a write: (slot, generation, errno), closed by the worker.
     pub errors: Vec<(u32, u32, i32)>,
+    /// Connections a scenario gave up on: (slot, generation, class), closed by the worker
+    /// and counted as drops of that class.
+    pub failed: Vec<(u32, u32, String)>,
     out: Vec<u8>,
     /// TLS records being sent.
     sealed: Vec<u8>,
@@ -103,6 +106,7 @@ impl Io {
             stage: usize::MAX,
             target: 0,
             errors: Vec::new(),
+            failed: Vec::new(),
             out: Vec::with_capacity(64 * 1024),
             sealed: Vec::new(),
             rng,
@@ -208,6 +212,14 @@ impl Io {
                 c.recv += 1;
                 self.in_flight = self.in_flight.saturating_sub(1);
             }
+        }
+    }
+
+    /// The scenario gives up on slot `idx` (an expected message did not come): the worker
+    /// closes it after the current call and counts a drop of `class`.
+    pub fn fail(&mut self, idx: usize, class: &str) {
+        if let Some(c) = self.conns.get(idx) {
+            self.failed.push((idx as u32, c.gen, class.to_string()));
         }
     }
 

@@ -37,6 +37,18 @@ pub trait Scenario: Send + 'static {
         false
     }
 
+    /// Slot `idx`'s own request target and extra headers (a scripted run renders them per
+    /// connection); None: the run's URL and `-H` headers.
+    fn request(&mut self, _io: &Io, _idx: usize) -> Option<(String, Vec<String>)> {
+        None
+    }
+
+    /// Slot `idx` was lost while the run wanted it: what it was doing, appended to the
+    /// drop class (`close_4001:join`), and counted as that step's failure.
+    fn fail_label(&mut self, _io: &mut Io, _idx: usize) -> Option<&str> {
+        None
+    }
+
     /// Slot `idx` has been upgraded.
     fn on_open(&mut self, _io: &mut Io, _idx: usize, _now: u64) {}
 

@@ -148,6 +148,26 @@ pub struct Counters {
     pub tls_full: u64,
     #[serde(default)]
     pub tls_resumed: u64,
+    /// Script: messages from other connections' stamps (deliveries, timed from the stamp).
+    #[serde(default)]
+    pub script_deliveries: u64,
+    /// Script: loop messages without a stamp that matched (push-only counts, request →
+    /// reply by order).
+    #[serde(default)]
+    pub script_matched: u64,
+    /// Script: sequences a receiver skipped from a sender (per receiving connection).
+    #[serde(default)]
+    pub script_gaps: u64,
+    /// Script: deliveries at or below a sender's sequence already seen (duplicates, or
+    /// late after a gap).
+    #[serde(default)]
+    pub script_behind: u64,
+    /// Script: deliveries not sequence-checked (the per-worker tracking table was full).
+    #[serde(default)]
+    pub script_untracked: u64,
+    /// Script: messages that arrived during the open steps and matched no expect.
+    #[serde(default)]
+    pub script_ignored: u64,
 }
 
 impl Counters {
@@ -180,23 +200,35 @@ impl Counters {
         self.push_failed += o.push_failed;
         self.tls_full += o.tls_full;
         self.tls_resumed += o.tls_resumed;
+        self.script_deliveries += o.script_deliveries;
+        self.script_matched += o.script_matched;
+        self.script_gaps += o.script_gaps;
+        self.script_behind += o.script_behind;
+        self.script_untracked += o.script_untracked;
+        self.script_ignored += o.script_ignored;
     }
 
     /// Failed operations: failed connects, drops, lost messages, missing broadcast
-    /// deliveries, failed pushes and unanswered pings.
+    /// deliveries, failed pushes, scripted deliveries skipped and unanswered pings.
     pub fn errors(&self) -> u64 {
         self.connects_failed
             + self.drops
             + self.msgs_lost
             + self.fanout_missing
             + self.push_failed
+            + self.script_gaps
             + self.pings_sent.saturating_sub(self.pongs_received)
     }
 
     /// Operations attempted: connects, messages sent (published, pushed), broadcast
-    /// deliveries expected and pings.
+    /// deliveries expected, scripted deliveries (received and skipped) and pings.
     pub fn operations(&self) -> u64 {
-        self.connects_attempted + self.msgs_sent + self.fanout_expected + self.pings_sent
+        self.connects_attempted
+            + self.msgs_sent
+            + self.fanout_expected
+            + self.script_deliveries
+            + self.script_gaps
+            + self.pings_sent
     }
 
     /// errors / operations (0 when nothing was attempted).
@@ -223,6 +255,44 @@ pub struct Stats {
     /// Push: POST outcomes by HTTP status (`200`, `404`, ...) or failure class.
     pub push_status: BTreeMap<String, u64>,
     pub h: Hists,
+    /// Script: per `[[open]]` step (by index), completions, failures and latency.
+    pub steps: Vec<StepStats>,
+}
+
+/// One scripted step's figures.
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    /// Connections that completed the step.
+    pub ok: u64,
+    /// Connections lost during it (expect timeout, a close, a reset).
+    pub failed: u64,
+    /// Its send to its expect matched, µs (steps with an expect).
+    pub h: Histogram<u64>,
+    /// The first message that arrived during the step and did not match (cut to 200
+    /// bytes): what the server said instead, for the report.
+    pub unmatched: Option<String>,
+}
+
+impl Default for StepStats {
+    fn default() -> Self {
+        Self {
+            ok: 0,
+            failed: 0,
+            h: new_hist(),
+            unmatched: None,
+        }
+    }
+}
+
+impl StepStats {
+    pub fn merge(&mut self, o: &StepStats) {
+        self.ok += o.ok;
+        self.failed += o.failed;
+        let _ = self.h.add(&o.h);
+        if self.unmatched.is_none() {
+            self.unmatched.clone_from(&o.unmatched);
+        }
+    }
 }
 
 impl Stats {
@@ -233,6 +303,20 @@ impl Stats {
         merge_map(&mut self.close_codes, &o.close_codes);
         merge_map(&mut self.push_status, &o.push_status);
         self.h.merge(&o.h);
+        if self.steps.len() < o.steps.len() {
+            self.steps.resize_with(o.steps.len(), StepStats::default);
+        }
+        for (a, b) in self.steps.iter_mut().zip(&o.steps) {
+            a.merge(b);
+        }
+    }
+
+    /// Step `i`'s figures (created on first use in each interval).
+    pub fn step(&mut self, i: usize) -> &mut StepStats {
+        if self.steps.len() <= i {
+            self.steps.resize_with(i + 1, StepStats::default);
+        }
+        &mut self.steps[i]
     }
 
     pub fn fail(&mut self, class: &str) {

@@ -400,6 +400,12 @@ impl<S: Scenario> Worker<S> {
                 self.on_io_error(idx, e, now);
             }
         }
+        while let Some((idx, gen, class)) = self.io.failed.pop() {
+            let idx = idx as usize;
+            if self.io.conns[idx].gen == gen && self.io.conns[idx].fd >= 0 {
+                self.lost(idx, &class, now);
+            }
+        }
     }
 
     pub(super) fn on_io_error(&mut self, idx: usize, e: i32, now: u64) {
@@ -470,7 +476,13 @@ impl<S: Scenario> Worker<S> {
         let closing = self.io.conns[idx].state == State::Closing;
         let wanted = self.io.phase == Phase::Run && !closing && idx < self.io.target;
         if wanted {
-            self.io.stats.drop_conn(class);
+            match self.sc.fail_label(&mut self.io, idx) {
+                Some(step) => {
+                    let class = format!("{class}:{step}");
+                    self.io.stats.drop_conn(&class);
+                }
+                None => self.io.stats.drop_conn(class),
+            }
         }
         self.close_fd(idx);
         if wanted {

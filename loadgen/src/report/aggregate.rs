@@ -7,11 +7,28 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use ws_common::payload::now_ns;
 
+use crate::config::Main;
 use crate::engine::delta::Report as Delta;
-use crate::engine::stats::{Hists, Stats};
+use crate::engine::stats::Stats;
 use crate::report::hdr_log::HdrLog;
 use crate::report::run::SecondReport;
 use crate::scenario::fanout::AllDelivered;
+
+/// Histogram `m` of `s` (an empty one for a step nobody reached).
+pub fn latency_of(m: Main, s: &Stats) -> &Histogram<u64> {
+    match m {
+        Main::Rtt => &s.h.rtt,
+        Main::Pong => &s.h.pong,
+        Main::Delivery => &s.h.delivery,
+        Main::Step(i) => match s.steps.get(i) {
+            Some(st) => &st.h,
+            None => {
+                static EMPTY: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+                EMPTY.get_or_init(crate::engine::stats::new_hist)
+            }
+        },
+    }
+}
 
 /// One second being assembled from the workers' deltas.
 #[derive(Default)]
@@ -38,15 +55,14 @@ pub struct Agg {
     pub open_at_end: u32,
     pub slot_heap: u64,
     pub hdr: Option<HdrLog>,
-    pub hold: bool,
-    /// Broadcast or push: the scenario's latency is the delivery histogram.
-    pub delivery: bool,
+    /// Which histogram is the run's main latency.
+    pub main: Main,
     /// Broadcast: the "all delivered" merge.
     pub fan: Option<AllDelivered>,
 }
 
 impl Agg {
-    pub fn new(workers: usize, stages: usize, hdr: bool, hold: bool) -> Self {
+    pub fn new(workers: usize, stages: usize, hdr: Option<HdrLog>, main: Main) -> Self {
         Self {
             workers,
             total: Stats::default(),
@@ -61,21 +77,14 @@ impl Agg {
             peak_open: 0,
             open_at_end: 0,
             slot_heap: 0,
-            hdr: hdr.then(HdrLog::default),
-            hold,
-            delivery: false,
+            hdr,
+            main,
             fan: None,
         }
     }
 
-    pub fn latency<'a>(&self, h: &'a Hists) -> &'a Histogram<u64> {
-        if self.delivery {
-            &h.delivery
-        } else if self.hold {
-            &h.pong
-        } else {
-            &h.rtt
-        }
+    pub fn latency<'a>(&self, s: &'a Stats) -> &'a Histogram<u64> {
+        latency_of(self.main, s)
     }
 
     pub fn add(&mut self, r: Delta, plan_stage_count: usize) {
@@ -129,7 +138,7 @@ impl Agg {
             let Some((_, s)) = self.seconds.pop_first() else {
                 break;
             };
-            let lat = self.latency(&s.stats.h);
+            let lat = self.latency(&s.stats);
             let p99 = if lat.is_empty() {
                 0
             } else {
@@ -148,7 +157,7 @@ impl Agg {
                 latency_p99_us: p99,
             });
             if let Some(log) = &mut self.hdr {
-                log.add_second(t, &s.stats.h);
+                log.add_second(t, &s.stats);
             }
         }
     }

@@ -30,7 +30,7 @@ pub struct Tick {
     pub failed: u64,
     pub drops: u64,
     pub msgs_per_s: f64,
-    pub latency_name: &'static str,
+    pub latency_name: String,
     pub p99: String,
 }
 

@@ -224,6 +224,66 @@ pub struct PushReport {
     pub http_rtt: HistSummary,
 }
 
+/// A scripted run (`--script`): how its steps and loop went.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScriptReport {
+    /// The scenario file.
+    pub file: String,
+    /// `--conn-offset`: the first connection's `{{conn}}`.
+    pub conn_offset: u64,
+    /// Rows in the data file (0 without one).
+    pub data_rows: usize,
+    pub steps: Vec<StepReport>,
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub loop_: Option<LoopReport>,
+    /// Messages that arrived during the steps and matched no expect.
+    pub ignored: u64,
+}
+
+/// One `[[open]]` step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepReport {
+    pub name: String,
+    /// Connections that completed it.
+    pub ok: u64,
+    /// Connections lost during it (classes in drop_classes, `CLASS:NAME`).
+    pub failed: u64,
+    /// Send → expect matched, µs (steps with an expect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<HistSummary>,
+    /// The first message that arrived during the step and did not match its expect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched_sample: Option<String>,
+}
+
+/// The `[loop]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoopReport {
+    pub name: String,
+    /// Messages sent (the rate: per connection, or the --rate total).
+    pub sent: u64,
+    pub rate_per_connection: Option<f64>,
+    pub rate_total: Option<f64>,
+    /// Whether each send expects its own message back.
+    pub echo: bool,
+    /// Own messages back (round trip from the intended send time).
+    pub replies: u64,
+    /// Other connections' stamped messages received.
+    pub deliveries: u64,
+    /// Unstamped messages that matched (push-only, or replies told by order).
+    pub matched: u64,
+    pub lost: u64,
+    /// Sequences receivers skipped from a sender.
+    pub gaps: u64,
+    /// Deliveries at or below a sequence already seen (duplicates, late after a gap).
+    pub behind: u64,
+    pub untracked: u64,
+    pub unexpected: u64,
+    pub skipped_backpressure: u64,
+    pub rtt: HistSummary,
+    pub delivery: HistSummary,
+}
+
 /// One stage of the plan.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StageReport {
@@ -243,6 +303,9 @@ pub struct StageReport {
     /// Broadcast: "all delivered" latency of the messages published in this stage, µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_delivered: Option<HistSummary>,
+    /// Script: every latency row in this stage (steps, `LOOP rtt`, `LOOP delivery`), µs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, HistSummary>,
 }
 
 /// One second of the run.
@@ -282,6 +345,10 @@ pub struct Report {
     pub url: String,
     pub server_addr: String,
     pub scenario: ScenarioKind,
+    /// The main latency's name (`rtt`, `pong`, `fanout`, `push`, `say rtt`): the one the
+    /// stage table, the per-second p99 and a plain --max-p99 use.
+    #[serde(default)]
+    pub main_latency: String,
     pub config: ConfigEcho,
     pub started_unix_ms: u64,
     /// Length of the load (connect and send phase), seconds.
@@ -319,6 +386,9 @@ pub struct Report {
     /// wss:// only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsReport>,
+    /// --script only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptReport>,
 }
 
 /// How a wss:// run spoke TLS.
@@ -476,6 +546,8 @@ impl Report {
                 p.unexpected,
                 si(p.deliveries_per_s)
             );
+        } else if let Some(sc) = &self.script {
+            script_text(&mut s, sc);
         } else if self.scenario == ScenarioKind::Echo || m.received + m.unexpected > 0 {
             let _ = writeln!(
                 s,
@@ -526,26 +598,49 @@ impl Report {
             "Latency (ms)      count       p50       p90       p95       p99     p99.9       max"
         );
         let l = &self.latency;
-        let delivery_name = self.scenario.latency_name();
-        let mut rows = vec![
-            ("connect", Some(&l.connect)),
-            ("tls", l.tls.as_ref()),
-            ("handshake", Some(&l.handshake)),
-            ("rtt", Some(&l.rtt)),
-            ("pong", Some(&l.pong)),
-            (delivery_name, l.delivery.as_ref()),
-            ("http", l.http.as_ref()),
+        let delivery_name = match self.scenario {
+            ScenarioKind::Broadcast | ScenarioKind::Push => self.scenario.latency_name(),
+            _ => "delivery",
+        };
+        let steps: Vec<(String, Option<&HistSummary>)> = self
+            .script
+            .iter()
+            .flat_map(|sc| sc.steps.iter())
+            .map(|st| (st.name.clone(), st.latency.as_ref()))
+            .collect();
+        let lp = self.script.as_ref().and_then(|sc| sc.loop_.as_ref());
+        let rtt_name = lp.map_or("rtt".to_string(), |l| format!("{} rtt", l.name));
+        let del_name = lp.map_or(delivery_name.to_string(), |l| {
+            format!("{} delivery", l.name)
+        });
+        let mut rows: Vec<(String, Option<&HistSummary>)> = vec![
+            ("connect".into(), Some(&l.connect)),
+            ("tls".into(), l.tls.as_ref()),
+            ("handshake".into(), Some(&l.handshake)),
         ];
+        rows.extend(steps);
+        rows.extend([
+            (rtt_name, Some(&l.rtt)),
+            ("pong".into(), Some(&l.pong)),
+            (del_name, l.delivery.as_ref()),
+            ("http".into(), l.http.as_ref()),
+        ]);
         if let Some(b) = &self.broadcast {
-            rows.push(("all-delivered", Some(&b.all_delivered_latency)));
+            rows.push(("all-delivered".into(), Some(&b.all_delivered_latency)));
         }
+        let w = rows
+            .iter()
+            .map(|r| r.0.len() + 1)
+            .max()
+            .unwrap_or(12)
+            .max(12);
         for (name, hs) in rows {
             let Some(hs) = hs.filter(|h| h.count > 0) else {
                 continue;
             };
             let _ = writeln!(
                 s,
-                "  {:<12}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "  {:<w$}{:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 name,
                 hs.count,
                 ms(hs.p50),
@@ -564,7 +659,11 @@ impl Report {
                 self.config.warmup_ms, l.warmup_excluded
             );
         }
-        let lat = self.scenario.latency_name();
+        let lat = if self.main_latency.is_empty() {
+            self.scenario.latency_name()
+        } else {
+            &self.main_latency
+        };
         let all = self.broadcast.is_some();
         let _ = writeln!(
             s,
@@ -590,6 +689,39 @@ impl Report {
                     _ => String::new(),
                 }
             );
+        }
+        if let Some(first) = self.stages.first().filter(|st| !st.steps.is_empty()) {
+            // In the script's order: steps, then the loop's rows.
+            let mut names: Vec<&String> = Vec::new();
+            if let Some(sc) = &self.script {
+                for st in &sc.steps {
+                    if let Some((k, _)) = first.steps.get_key_value(&st.name) {
+                        names.push(k);
+                    }
+                }
+            }
+            for k in first.steps.keys() {
+                if !names.contains(&k) {
+                    names.push(k);
+                }
+            }
+            let _ = write!(s, "Stages by row (p99 ms)\n  stage");
+            for n in &names {
+                let _ = write!(s, " {:>14}", n);
+            }
+            let _ = writeln!(s);
+            for st in &self.stages {
+                let _ = write!(s, "  {:>5}", st.index + 1);
+                for n in &names {
+                    let v = st
+                        .steps
+                        .get(*n)
+                        .filter(|h| h.count > 0)
+                        .map_or("-".to_string(), |h| ms(h.p99));
+                    let _ = write!(s, " {:>14}", v);
+                }
+                let _ = writeln!(s);
+            }
         }
         let p = &self.process;
         let _ = writeln!(
@@ -620,6 +752,67 @@ impl Report {
             let _ = writeln!(s, "Error        {e}");
         }
         s
+    }
+}
+
+/// The Steps and Loop lines of a scripted run.
+fn script_text(s: &mut String, sc: &ScriptReport) {
+    let _ = writeln!(
+        s,
+        "Script       {}{}",
+        sc.file,
+        if sc.data_rows > 0 {
+            format!("  data rows {}", sc.data_rows)
+        } else {
+            String::new()
+        }
+    );
+    for st in &sc.steps {
+        let _ = writeln!(
+            s,
+            "Step         {:<14} ok {}  failed {}",
+            st.name, st.ok, st.failed
+        );
+        if let Some(m) = &st.unmatched_sample {
+            let _ = writeln!(s, "             first message that did not match: {m}");
+        }
+    }
+    if sc.ignored > 0 {
+        let _ = writeln!(
+            s,
+            "             {} message(s) during the steps matched no expect (ignored)",
+            sc.ignored
+        );
+    }
+    if let Some(l) = &sc.loop_ {
+        let rate = match (l.rate_total, l.rate_per_connection) {
+            (Some(t), _) => format!("{t}/s in total"),
+            (None, Some(r)) => format!("{r}/s per connection"),
+            (None, None) => "push-only".into(),
+        };
+        let _ = writeln!(
+            s,
+            "Loop         {:<14} {rate}  sent {}  replies {}{}  deliveries {}  matched {}  lost {}",
+            l.name,
+            l.sent,
+            l.replies,
+            if l.echo { "" } else { " (echo = false)" },
+            l.deliveries,
+            l.matched,
+            l.lost
+        );
+        let _ = writeln!(
+            s,
+            "             sequence gaps {}  behind (duplicate or late) {}  untracked {}  unexpected {}  skipped (backpressure) {}",
+            l.gaps, l.behind, l.untracked, l.unexpected, l.skipped_backpressure
+        );
+        if l.echo && l.sent > 0 && l.replies == 0 {
+            let _ = writeln!(
+                s,
+                "             no message came back to its sender: if the server does not send a \
+                 connection its own messages, set echo = false in [loop]"
+            );
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use crate::fmt::fmt_us;
 #[derive(Debug, Clone, Default)]
 pub struct Thresholds {
     pub max_error_rate: Option<f64>,
-    /// Microseconds.
-    pub max_p99_us: Option<u64>,
+    /// p99 limits in microseconds: of the main latency (None) or of a named row.
+    pub max_p99_us: Vec<(Option<String>, u64)>,
     pub min_connections: Option<u32>,
 }
 
@@ -30,8 +30,10 @@ pub struct Observed {
     pub error_rate: f64,
     /// p99 of the scenario's latency (µs), None without samples.
     pub p99_us: Option<u64>,
-    /// Which latency that is (`rtt`, `pong`).
-    pub latency_name: &'static str,
+    /// Which latency that is (`rtt`, `pong`, `say rtt`).
+    pub latency_name: String,
+    /// p99 of every named row (`connect`, `login`, `say.rtt`), None without samples.
+    pub rows: Vec<(String, Option<u64>)>,
     pub peak_open: u32,
 }
 
@@ -46,14 +48,22 @@ impl Thresholds {
                 pass: o.error_rate <= max,
             });
         }
-        if let Some(max) = self.max_p99_us {
-            let (actual, pass) = match o.p99_us {
-                Some(v) => (format!("{} p99 {}", o.latency_name, fmt_us(v)), v <= max),
-                None => (format!("no {} samples", o.latency_name), false),
+        for (row, max) in &self.max_p99_us {
+            let (name, label, p99) = match row {
+                None => ("max-p99".to_string(), o.latency_name.clone(), o.p99_us),
+                Some(r) => (
+                    format!("max-p99 {r}"),
+                    r.clone(),
+                    o.rows.iter().find(|(n, _)| n == r).and_then(|x| x.1),
+                ),
+            };
+            let (actual, pass) = match p99 {
+                Some(v) => (format!("{label} p99 {}", fmt_us(v)), v <= *max),
+                None => (format!("no {label} samples"), false),
             };
             out.push(Outcome {
-                name: "max-p99".into(),
-                limit: fmt_us(max),
+                name,
+                limit: fmt_us(*max),
                 actual,
                 pass,
             });
@@ -78,20 +88,23 @@ mod tests {
     fn pass_fail_and_missing_evidence() {
         let t = Thresholds {
             max_error_rate: Some(0.001),
-            max_p99_us: Some(200_000),
+            max_p99_us: vec![(None, 200_000), (Some("login".into()), 1_000)],
             min_connections: Some(100),
         };
         let mut o = Observed {
             error_rate: 0.0005,
             p99_us: Some(150_000),
-            latency_name: "rtt",
+            latency_name: "rtt".into(),
+            rows: vec![("login".into(), Some(900))],
             peak_open: 100,
         };
         assert!(t.evaluate(&o).iter().all(|r| r.pass));
         o.error_rate = 0.002;
         o.peak_open = 99;
+        o.rows[0].1 = Some(1_001);
         let r = t.evaluate(&o);
-        assert!(!r[0].pass && r[1].pass && !r[2].pass);
+        assert!(!r[0].pass && r[1].pass && !r[2].pass && !r[3].pass);
+        assert_eq!(r[2].name, "max-p99 login");
         o.p99_us = None;
         assert!(!t.evaluate(&o)[1].pass);
         assert!(Thresholds::default().evaluate(&o).is_empty());

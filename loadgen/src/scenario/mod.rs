@@ -8,6 +8,8 @@
 //! - [`broadcast`]: every connection subscribes to a room, some publish; fan-out latency,
 //!   per-publisher sequence checks, expected against received deliveries ([`fanout`]).
 //! - [`push`]: connections register as users, HTTP POSTs ([`http_post`]) deliver to them.
+//! - [`script`]: a scenario file: steps after the upgrade (login, join), then a loop of
+//!   templated messages judged by their text stamps.
 //!
 //! [`worker`] builds the worker of a run for its scenario; the engine is generic over the
 //! scenario, so none of this costs a dynamic call per message.
@@ -30,6 +32,7 @@ pub mod fanout;
 pub mod hold;
 pub mod http_post;
 pub mod push;
+pub mod script;
 
 /// A worker ready to run on its thread.
 pub type Job = Box<dyn FnOnce() + Send>;
@@ -53,6 +56,10 @@ pub fn worker(id: usize, sh: Arc<Shared>, tx: Sender<Report>) -> Result<Job, Str
         }
         ScenarioKind::Push => {
             let sc = push::Push::new(cfg, slots);
+            job(Worker::new(id, sh.clone(), tx, sc)?)
+        }
+        ScenarioKind::Script => {
+            let sc = script::Scripted::new(cfg, id, slots)?;
             job(Worker::new(id, sh.clone(), tx, sc)?)
         }
     })

@@ -12,6 +12,8 @@ use crate::config::parse::{
     parse_header, parse_ratio, parse_source_ips_arg, parse_stages_arg, SourceIps, Stages,
 };
 use crate::config::plan::{ns, parse_duration, Plan, Stage};
+use crate::config::script::template::Vars;
+use crate::config::script::Script;
 use crate::config::tls::TlsArgs;
 use crate::config::{
     ephemeral_ports, parse_target, query_param, RunConfig, ScenarioKind, FD_RESERVE,
@@ -48,12 +50,26 @@ descriptors).";
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Server URL: ws://HOST[:PORT]/PATH[?QUERY] or wss://...
-    pub url: String,
+    /// Server URL: ws://HOST[:PORT]/PATH[?QUERY] or wss://... (with --script: in the file)
+    #[arg(required_unless_present = "script")]
+    pub url: Option<String>,
 
-    /// Connections to open and keep (ignored with --stages).
-    #[arg(short = 'c', long, default_value_t = 100)]
-    pub connections: u32,
+    /// Run a scenario file (TOML): the URL, per-connection headers and data (CSV), steps
+    /// after the upgrade (login, join: send, expect, sleep) and a loop of messages. See
+    /// examples/ and "Testing your own service" in the README. The command line wins over
+    /// the file (-c over connections, --rate over the loop's per-connection rate).
+    #[arg(long, value_name = "FILE", conflicts_with = "scenario")]
+    pub script: Option<PathBuf>,
+
+    /// Added to every connection number ({{conn}}, the CSV row, stamp senders), so that
+    /// several load generator processes or machines number their connections apart.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub conn_offset: u64,
+
+    /// Connections to open and keep (ignored with --stages) [default: 100, or the
+    /// script's connections]
+    #[arg(short = 'c', long)]
+    pub connections: Option<u32>,
 
     /// New connections per second, paced evenly (0: as fast as possible).
     #[arg(long, default_value_t = 1000.0, value_name = "PER_SEC")]
@@ -68,9 +84,9 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_stages_arg, value_name = "D:N,...")]
     pub stages: Option<Stages>,
 
-    /// What connections do.
-    #[arg(long, value_enum, default_value_t = ScenarioKind::Echo)]
-    pub scenario: ScenarioKind,
+    /// What connections do (with --script: the file says).
+    #[arg(long, value_enum)]
+    pub scenario: Option<ScenarioKind>,
 
     /// Heartbeat interval for --scenario hold.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -84,8 +100,10 @@ pub struct RunArgs {
     /// intended send time: echo messages spread over the open connections, broadcast
     /// messages spread over the publishers, or push POSTs. 0: closed loop (echo: one
     /// message in flight per connection; broadcast: one per publisher; push: refused).
-    #[arg(long, default_value_t = 1000.0, value_name = "MSGS_PER_SEC")]
-    pub rate: f64,
+    /// With --script: loop messages per second in total, instead of the loop's own rate
+    /// per connection. [default: 1000]
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<f64>,
 
     /// Leading part of the run (within --duration) whose messages are sent, received and
     /// counted as usual but kept out of the latency histograms (rtt, delivery/fan-out,
@@ -175,10 +193,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_ratio, value_name = "RATE")]
     pub max_error_rate: Option<f64>,
 
-    /// Threshold: p99 latency (RTT for echo, pong for hold, fan-out for broadcast, delivery
-    /// for push) at most this (e.g. 200ms).
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub max_p99: Option<Duration>,
+    /// Threshold: p99 latency at most this (e.g. 200ms): the scenario's main latency (RTT
+    /// for echo, pong for hold, fan-out for broadcast, delivery for push, the loop's RTT or
+    /// delivery for a script), or a named row: NAME=DURATION, where NAME is connect, tls,
+    /// handshake, rtt, pong, delivery, http or a script's step (login=1s, say=50ms,
+    /// say.rtt=50ms, say.delivery=80ms). Repeatable.
+    #[arg(long, value_parser = parse_p99, value_name = "[NAME=]DURATION")]
+    pub max_p99: Vec<P99Limit>,
 
     /// Threshold: at least this many connections open at once at some point.
     #[arg(long, value_name = "N")]
@@ -187,6 +208,33 @@ pub struct RunArgs {
     /// Live progress on stderr.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+}
+
+/// A `--max-p99` value: a latency row (None: the main one) and its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct P99Limit {
+    pub row: Option<String>,
+    pub limit: Duration,
+}
+
+/// `200ms` or `login=1s`.
+pub fn parse_p99(s: &str) -> Result<P99Limit, String> {
+    match s.split_once('=') {
+        Some((name, d)) => {
+            let name = name.trim().replace(' ', ".");
+            if name.is_empty() {
+                return Err(format!("{s:?}: give NAME=DURATION or DURATION"));
+            }
+            Ok(P99Limit {
+                row: Some(name),
+                limit: parse_duration(d)?,
+            })
+        }
+        None => Ok(P99Limit {
+            row: None,
+            limit: parse_duration(s)?,
+        }),
+    }
 }
 
 /// Longest `--tick`.
@@ -215,7 +263,62 @@ impl RunArgs {
 
 /// Checks the arguments; `nofile` is the (soft, hard) RLIMIT_NOFILE the run will have.
 pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
-    let target = parse_target(&a.url)?;
+    let script = match &a.script {
+        Some(p) => {
+            if a.url.is_some() {
+                return Err(format!(
+                    "give the URL in the script ({}) or on the command line, not both",
+                    p.display()
+                ));
+            }
+            Some(std::sync::Arc::new(Script::load(p)?))
+        }
+        None => None,
+    };
+    let scenario = match (&script, a.scenario) {
+        (Some(_), _) => ScenarioKind::Script,
+        (None, Some(s)) => s,
+        (None, None) => ScenarioKind::Echo,
+    };
+    let (url, target) = match (&script, &a.url) {
+        (Some(s), _) => {
+            let mut t = s.target.clone();
+            t.url = s.url.clone();
+            if s.path_template.is_constant() {
+                t.path_and_query = s.path_template.render_string(&constant_vars());
+            }
+            (s.url.clone(), t)
+        }
+        (None, Some(u)) => (u.clone(), parse_target(u)?),
+        (None, None) => {
+            return Err("give the server URL (ws://HOST:PORT/PATH) or --script FILE".into())
+        }
+    };
+    let connections = a
+        .connections
+        .or(script.as_ref().and_then(|s| s.connections))
+        .unwrap_or(100);
+    let rate = match (&script, a.rate) {
+        (_, Some(r)) => r,
+        (Some(_), None) => 0.0,
+        (None, None) => 1000.0,
+    };
+    if let Some(s) = &script {
+        let sends = s.lp.as_ref().is_some_and(|l| l.send.is_some());
+        let own_rate = s.lp.as_ref().and_then(|l| l.rate);
+        if a.rate == Some(0.0) && sends {
+            return Err(format!(
+                "--rate 0 (closed loop) does not apply to a script; give rate in [loop] of {} or a --rate above 0",
+                s.path.display()
+            ));
+        }
+        if sends && own_rate.is_none() && a.rate.is_none() {
+            return Err(format!(
+                "the [loop] of {} sends but has no rate: give rate = N (messages per second per connection) or --rate (in total)",
+                s.path.display()
+            ));
+        }
+    }
     let stages = match &a.stages {
         Some(s) => s.0.clone(),
         None => {
@@ -224,7 +327,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             }
             vec![Stage {
                 duration_ms: a.duration.as_millis().min(u64::MAX as u128) as u64,
-                target: a.connections,
+                target: connections,
             }]
         }
     };
@@ -246,8 +349,8 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             a.tick
         ));
     }
-    if !a.rate.is_finite() || a.rate < 0.0 {
-        return Err(format!("--rate {} must be 0 (closed loop) or more", a.rate));
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(format!("--rate {rate} must be 0 (closed loop) or more"));
     }
     if !a.connect_rate.is_finite() || a.connect_rate < 0.0 {
         return Err(format!(
@@ -274,10 +377,10 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             a.payload, a.max_frame
         ));
     }
-    let room = query_param(&a.url, "room").unwrap_or_default();
-    let echo_self = query_param(&a.url, "echo").as_deref() != Some("false");
+    let room = query_param(&url, "room").unwrap_or_default();
+    let echo_self = query_param(&url, "echo").as_deref() != Some("false");
     let mut extra_fds = 0u64;
-    match a.scenario {
+    match scenario {
         ScenarioKind::Broadcast => {
             if a.publishers == 0 {
                 return Err("--publishers must be at least 1".into());
@@ -289,7 +392,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
                     a.publishers
                 ));
             }
-            if a.rate == 0.0 && !echo_self {
+            if rate == 0.0 && !echo_self {
                 return Err(
                     "--rate 0 (closed loop: a publisher sends its next message when its own \
                      previous one comes back) needs the room's echo; remove echo=false from the \
@@ -310,16 +413,15 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             }
         }
         ScenarioKind::Push => {
-            if a.rate == 0.0 {
+            if rate == 0.0 {
                 return Err(
                     "--scenario push is open loop: give --rate (HTTP pushes per second in total)"
                         .into(),
                 );
             }
-            if query_param(&a.url, "user").is_some() {
+            if query_param(&url, "user").is_some() {
                 return Err(format!(
-                    "{}: --scenario push appends its own user=… to the URL query; remove user=",
-                    a.url
+                    "{url}: --scenario push appends its own user=… to the URL query; remove user="
                 ));
             }
             if a.push_concurrency == 0 || a.push_concurrency > MAX_PUSH_CONCURRENCY {
@@ -329,32 +431,30 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
                 ));
             }
         }
-        ScenarioKind::Hold | ScenarioKind::Echo => {}
+        ScenarioKind::Hold | ScenarioKind::Echo | ScenarioKind::Script => {}
     }
-    if a.scenario == ScenarioKind::Hold && a.ping_interval.is_zero() {
+    if scenario == ScenarioKind::Hold && a.ping_interval.is_zero() {
         return Err("--ping-interval must be more than 0".into());
     }
     if a.connect_timeout.is_zero() || a.handshake_timeout.is_zero() {
         return Err("--connect-timeout and --handshake-timeout must be more than 0".into());
     }
-    let tls = a.tls.client_for(&target, &a.url)?;
+    let tls = a.tls.client_for(&target, &url)?;
     let tokens = a.token.tokens()?;
-    if tokens.is_some() && query_param(&a.url, "user").is_some() {
+    if tokens.is_some() && query_param(&url, "user").is_some() {
         return Err(format!(
-            "{}: with --token-secret the identity is the token's sub; a server with a secret \
-             refuses user= (remove it)",
-            a.url
+            "{url}: with --token-secret the identity is the token's sub; a server with a secret \
+             refuses user= (remove it)"
         ));
     }
-    if tokens.is_some() && query_param(&a.url, "token").is_some() {
+    if tokens.is_some() && query_param(&url, "token").is_some() {
         return Err(format!(
-            "{}: --token-secret mints each connection's token; remove token= from the URL",
-            a.url
+            "{url}: --token-secret mints each connection's token; remove token= from the URL"
         ));
     }
     let admin = a.admin.admin(&target)?;
     let cores = ws_common::cores::resolve_cores(a.cores.as_deref())?;
-    if a.scenario == ScenarioKind::Push {
+    if scenario == ScenarioKind::Push {
         // Each worker keeps up to --push-concurrency POST sockets open.
         extra_fds = a.push_concurrency as u64 * cores.len() as u64;
     }
@@ -400,19 +500,30 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             source_ips.len().max(1)
         ));
     }
-    Ok(RunConfig {
+    let cfg = RunConfig {
         tls,
         target,
         plan,
-        scenario: a.scenario,
+        scenario,
         ping_interval_ns: ns(a.ping_interval),
         payload: a.payload,
-        rate: a.rate,
+        rate,
         connect_rate: a.connect_rate,
         reconnect_max_tries: a.reconnect_max_tries,
         cores,
         source_ips,
-        headers: a.headers.clone(),
+        headers: {
+            let mut h = a.headers.clone();
+            if let Some(s) = script.as_ref().filter(|s| s.constant_request()) {
+                let v = constant_vars();
+                h.extend(
+                    s.headers
+                        .iter()
+                        .map(|(n, t)| format!("{n}: {}", t.render_string(&v))),
+                );
+            }
+            h
+        },
         origin: a.origin.clone(),
         connect_timeout_ns: ns(a.connect_timeout),
         handshake_timeout_ns: ns(a.handshake_timeout),
@@ -427,7 +538,37 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         push_concurrency: a.push_concurrency,
         tokens,
         admin,
-    })
+        script,
+        conn_offset: a.conn_offset,
+    };
+    let mut known: Vec<String> = ["connect", "tls", "handshake", "http"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    known.extend(cfg.latency_rows().into_iter().map(|r| r.0));
+    for l in &a.max_p99 {
+        if let Some(r) = l.row.as_ref().filter(|r| !known.contains(r)) {
+            return Err(format!(
+                "--max-p99 {r}=…: no latency row {r:?} in this run; rows: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+/// Variables of a template that uses none.
+fn constant_vars() -> Vars<'static> {
+    Vars {
+        conn: 0,
+        seq: 0,
+        row: &[],
+        stamp: ws_common::payload::Stamp {
+            sender: 0,
+            seq: 0,
+            sent_ns: 0,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -16,11 +16,17 @@ use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
 use crate::config::{RunConfig, ScenarioKind};
 use crate::engine::shared::Shared;
 use crate::engine::stats::HistSummary;
-use crate::report::aggregate::Agg;
+use std::collections::BTreeMap;
+
+use crate::config::script::Script;
+use crate::config::Main;
+use crate::engine::stats::Stats;
+use crate::report::aggregate::{latency_of, Agg};
+use crate::report::hdr_log::HdrLog;
 use crate::report::progress::{Progress, Tick};
 use crate::report::run::{
-    BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, Messages, Process, PushReport,
-    Report, StageReport, TlsReport,
+    BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, LoopReport, Messages, Process,
+    PushReport, Report, ScriptReport, StageReport, StepReport, TlsReport,
 };
 use crate::report::thresholds::{Observed, Thresholds};
 use crate::report::{write_file, write_json};
@@ -100,13 +106,18 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
         }
     }
 
-    let hold = sh.cfg.scenario == ScenarioKind::Hold;
-    let latency_name = sh.cfg.scenario.latency_name();
-    let mut agg = Agg::new(n, stage_count, args.hdr_log.is_some(), hold);
-    agg.delivery = matches!(
-        sh.cfg.scenario,
-        ScenarioKind::Broadcast | ScenarioKind::Push
-    );
+    let (main, latency_name) = sh.cfg.main_latency();
+    let hdr = args
+        .hdr_log
+        .is_some()
+        .then(|| match sh.cfg.script.as_deref() {
+            Some(s) => HdrLog::scripted(
+                s.open.iter().map(|st| st.name.clone()).collect(),
+                s.lp.as_ref().map(|l| l.name.as_str()),
+            ),
+            None => HdrLog::default(),
+        });
+    let mut agg = Agg::new(n, stage_count, hdr, main);
     if sh.cfg.scenario == ScenarioKind::Broadcast {
         let publishers = sh.cfg.publishers;
         // Messages are settled a minute after their send time, or 5 s (at least twice the
@@ -140,7 +151,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
             let dt = (now - last_tick.0) as f64 / 1e9;
             let est = agg.total.c.connects_established;
             let rec = agg.total.c.msgs_received;
-            let lat = agg.latency(&agg.total.h);
+            let lat = agg.latency(&agg.total);
             let tick = Tick {
                 elapsed_s: now.saturating_sub(sh.start_ns) as f64 / 1e9,
                 total_s,
@@ -151,7 +162,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
                 failed: agg.total.c.connects_failed,
                 drops: agg.total.c.drops,
                 msgs_per_s: (rec - last_tick.2) as f64 / dt,
-                latency_name,
+                latency_name: latency_name.clone(),
                 p99: crate::fmt::opt_us((!lat.is_empty()).then(|| lat.value_at_quantile(0.99))),
             };
             progress.tick(&tick);
@@ -207,20 +218,39 @@ fn build_report(
     });
     let t = &agg.total;
     let c = &t.c;
-    let latency_name = sh.cfg.scenario.latency_name();
-    let lat = agg.latency(&t.h);
-    let p99 = (!lat.is_empty()).then(|| lat.value_at_quantile(0.99));
+    let (_, latency_name) = cfg.main_latency();
+    let p99_of =
+        |h: &hdrhistogram::Histogram<u64>| (!h.is_empty()).then(|| h.value_at_quantile(0.99));
+    let p99 = p99_of(agg.latency(t));
+    let mut rows: Vec<(String, Option<u64>)> =
+        t.h.named()
+            .iter()
+            .map(|(n, h)| (n.to_string(), p99_of(h)))
+            .collect();
+    rows.extend(
+        cfg.latency_rows()
+            .into_iter()
+            .map(|(n, m)| (n, p99_of(latency_of(m, t)))),
+    );
     let thresholds = Thresholds {
         max_error_rate: args.max_error_rate,
         max_p99_us: args
             .max_p99
-            .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+            .iter()
+            .map(|l| {
+                (
+                    l.row.clone(),
+                    l.limit.as_micros().min(u64::MAX as u128) as u64,
+                )
+            })
+            .collect(),
         min_connections: args.min_connections,
     };
     let outcomes = thresholds.evaluate(&Observed {
         error_rate: c.error_rate(),
         p99_us: p99,
-        latency_name,
+        latency_name: latency_name.clone(),
+        rows,
         peak_open: agg.peak_open,
     });
     let (exit_code, error) = if c.connects_established == 0 {
@@ -271,7 +301,8 @@ fn build_report(
                 target: st.target,
                 duration_s: dur,
                 peak_open: agg.stage_peak[i],
-                latency: HistSummary::of(agg.latency(&s.h)),
+                latency: HistSummary::of(agg.latency(s)),
+                steps: script_rows(cfg, s),
                 msgs_per_s: per_s(s.c.msgs_received, dur),
                 bytes_per_s: per_s(s.c.bytes_received, dur),
                 error_rate: s.c.error_rate(),
@@ -345,6 +376,7 @@ fn build_report(
         url: cfg.target.url.clone(),
         server_addr: cfg.target.addr.to_string(),
         scenario: cfg.scenario,
+        main_latency: latency_name,
         config: ConfigEcho {
             stages: cfg.plan.stages.clone(),
             connect_rate: cfg.connect_rate,
@@ -437,6 +469,7 @@ fn build_report(
             handshakes_full: c.tls_full,
             handshakes_resumed: c.tls_resumed,
         }),
+        script: cfg.script.as_deref().map(|sc| script_report(cfg, sc, t)),
     };
     if let Some(path) = &args.json {
         write_json("ws-loadgen", path, "the JSON report", &report);
@@ -448,6 +481,94 @@ fn build_report(
         }
     }
     report
+}
+
+/// A script's latency rows in `s`, by name (empty for other scenarios).
+fn script_rows(cfg: &RunConfig, s: &Stats) -> BTreeMap<String, HistSummary> {
+    let Some(sc) = cfg.script.as_deref() else {
+        return BTreeMap::new();
+    };
+    let mut m = BTreeMap::new();
+    for (i, st) in sc.open.iter().enumerate() {
+        if st.expect.is_some() {
+            m.insert(
+                st.name.clone(),
+                HistSummary::of(latency_of(Main::Step(i), s)),
+            );
+        }
+    }
+    if let Some(l) = &sc.lp {
+        m.insert(format!("{} rtt", l.name), HistSummary::of(&s.h.rtt));
+        m.insert(
+            format!("{} delivery", l.name),
+            HistSummary::of(&s.h.delivery),
+        );
+    }
+    m
+}
+
+fn script_report(cfg: &RunConfig, sc: &Script, t: &Stats) -> ScriptReport {
+    let c = &t.c;
+    let steps = sc
+        .open
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let f = t.steps.get(i);
+            StepReport {
+                name: st.name.clone(),
+                ok: f.map_or(0, |f| f.ok),
+                failed: f.map_or(0, |f| f.failed),
+                latency: st
+                    .expect
+                    .is_some()
+                    .then(|| HistSummary::of(latency_of(Main::Step(i), t))),
+                unmatched_sample: f.and_then(|f| f.unmatched.clone()),
+            }
+        })
+        .collect();
+    let step_matches: u64 = t
+        .steps
+        .iter()
+        .zip(&sc.open)
+        .filter(|(_, st)| st.expect.is_some())
+        .map(|(f, _)| f.ok)
+        .sum();
+    let replies = c
+        .msgs_received
+        .saturating_sub(c.script_deliveries + c.script_matched + step_matches);
+    ScriptReport {
+        file: sc.path.display().to_string(),
+        conn_offset: cfg.conn_offset,
+        data_rows: sc.data.as_ref().map_or(0, |d| d.rows.len()),
+        steps,
+        loop_: sc.lp.as_ref().map(|l| LoopReport {
+            name: l.name.clone(),
+            sent: c.msgs_sent.saturating_sub(
+                t.steps
+                    .iter()
+                    .zip(&sc.open)
+                    .filter(|(_, st)| st.send.is_some())
+                    .map(|(f, _)| f.ok)
+                    .sum(),
+            ),
+            rate_per_connection: if cfg.rate > 0.0 { None } else { l.rate },
+            rate_total: (cfg.rate > 0.0).then_some(cfg.rate),
+            echo: l.echo,
+            replies,
+            deliveries: c.script_deliveries,
+            matched: c.script_matched,
+            lost: c.msgs_lost,
+            gaps: c.script_gaps,
+            behind: c.script_behind,
+            untracked: c.script_untracked,
+            unexpected: c.msgs_unexpected,
+            skipped_backpressure: c.sends_skipped_backpressure,
+            rtt: HistSummary::of(&t.h.rtt),
+            delivery: HistSummary::of(&t.h.delivery),
+        }),
+        ignored: c.script_ignored,
+    }
 }
 
 /// What to try when every upgrade was refused for who we are (401/403).

@@ -100,7 +100,7 @@ pub enum Payload {
 /// What a received message must contain.
 #[derive(Debug, Clone)]
 pub enum Matcher {
-    Contains(memmem::Finder<'static>),
+    Contains(Box<memmem::Finder<'static>>),
     Regex(regex::bytes::Regex),
 }
 
@@ -261,9 +261,9 @@ impl Ctx<'_> {
                 e.span().start,
                 "expect is empty: it would match every message",
             ),
-            (Some(e), None) => Ok(Some(Matcher::Contains(
+            (Some(e), None) => Ok(Some(Matcher::Contains(Box::new(
                 memmem::Finder::new(e.get_ref().as_bytes()).into_owned(),
-            ))),
+            )))),
             (None, Some(r)) => match regex::bytes::Regex::new(r.get_ref()) {
                 Ok(re) => Ok(Some(Matcher::Regex(re))),
                 Err(e) => self.err(r.span().start, format!("invalid regex: {e}")),
@@ -317,7 +317,7 @@ impl Ctx<'_> {
 }
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     (0..s.len())
