@@ -9,7 +9,8 @@ then JSON messages:
   {"type":"say","room":R,"text":X}     -> to every member of R, the sender last:
       {"type":"msg","room":R,"from":U,"data":{"text":X},"ts":1733...}  (its own envelope)
 
---silent USER...: never answers those users' login. --close-on-join USER...: closes those
+--silent USER...: never answers those users' login. --refuse-login USER...: answers
+"ok":false. --close-on-join USER...: closes those
 users with code 4001 when they join. Prints `port N` once it listens; on SIGINT prints one
 JSON line of what it counted (logins, joins, says, relays, ...) and exits.
 """
@@ -30,6 +31,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--users", required=True)
 p.add_argument("--silent", nargs="*", default=[])
 p.add_argument("--close-on-join", nargs="*", default=[])
+p.add_argument("--refuse-login", nargs="*", default=[])
 p.add_argument("--seconds", type=float, default=120)
 a = p.parse_args()
 
@@ -77,7 +79,8 @@ async def handler(ws):
             if t == "login":
                 if user in a.silent:
                     continue
-                ok = m.get("user") == user and m.get("token") == tokens.get(user)
+                ok = (m.get("user") == user and m.get("token") == tokens.get(user)
+                      and user not in a.refuse_login)
                 counts["logins" if ok else "login_failures"] += 1
                 logged_in = logged_in or ok
                 await ws.send(dumps({"type": "login", "ok": ok}))
