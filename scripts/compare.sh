@@ -69,6 +69,10 @@ Options:
                          per server CPU-second, ws-loadgen's CPU over wss next to ws://
                          (scripts/lib/tls_compare.py)
   --only-tls             run only the TLS section (6)
+  --script               add the scripted-scenario section (7): ws-loadgen's CPU per message
+                         for a --script JSON echo next to its built-in echo, against
+                         ws-server (scripts/lib/script_compare.py)
+  --only-script          run only the scripted-scenario section (7)
   --loadgen-repeat K     runs of each generator in that section, side by side (default 2, 1 in --quick)
   --no-netns             run in the host's network namespace (by default, as root, the run
                          moves into a private one, see below)
@@ -109,6 +113,8 @@ LOADGEN_SECTION=1
 ONLY_LOADGEN=0
 TLS_SECTION=0
 ONLY_TLS=0
+SCRIPT_SECTION=0
+ONLY_SCRIPT=0
 LOADGEN_REPEAT=""
 
 need_val() { [ $# -ge 2 ] || { echo "compare.sh: $1 needs a value" >&2; exit 2; }; }
@@ -135,6 +141,8 @@ while [ $# -gt 0 ]; do
         --only-loadgen) ONLY_LOADGEN=1; shift ;;
         --tls) TLS_SECTION=1; shift ;;
         --only-tls) TLS_SECTION=1; ONLY_TLS=1; shift ;;
+        --script) SCRIPT_SECTION=1; shift ;;
+        --only-script) SCRIPT_SECTION=1; ONLY_SCRIPT=1; shift ;;
         --loadgen-repeat) need_val "$@"; LOADGEN_REPEAT=$2; shift 2 ;;
         --no-netns) NETNS=0; shift ;;
         --out) need_val "$@"; OUT=$2; shift 2 ;;
@@ -249,6 +257,19 @@ tls_section() {
     python3 "$ROOT/scripts/lib/tls_compare.py" "${args[@]}" ||
         note "the TLS section failed (see $OUT/tls)"
 }
+# Section 7, scripted scenarios: ws-loadgen's own cost of a scenario file.
+script_section() {
+    local args=(--bin "$BIN" --out "$OUT/script" --server-core "$SC1" --lg-core "$LC1")
+    [ "$QUICK" = 1 ] && args+=(--quick)
+    log "scripted scenario: ws-loadgen --script JSON echo next to its built-in echo"
+    python3 "$ROOT/scripts/lib/script_compare.py" "${args[@]}" ||
+        note "the script section failed (see $OUT/script)"
+}
+if [ "$ONLY_SCRIPT" = 1 ]; then
+    script_section | tee "$OUT/compare.md"
+    echo "report: $OUT/compare.md (raw reports in $OUT/script)" >&2
+    exit 0
+fi
 if [ "$ONLY_TLS" = 1 ]; then
     tls_section | tee "$OUT/compare.md"
     echo "report: $OUT/compare.md (raw figures in $OUT/tls/tls.json)" >&2
@@ -1250,5 +1271,9 @@ fi
 if [ "$TLS_SECTION" = 1 ]; then
     echo | tee -a "$OUT/compare.md"
     tls_section | tee -a "$OUT/compare.md"
+fi
+if [ "$SCRIPT_SECTION" = 1 ]; then
+    echo | tee -a "$OUT/compare.md"
+    script_section | tee -a "$OUT/compare.md"
 fi
 echo "report: $OUT/compare.md (raw JSON and samples alongside)" >&2

@@ -383,3 +383,98 @@ fn ws_server_broadcast_with_text_stamps_and_a_push_only_listener() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_chat_example_runs_as_the_readme_says() {
+    let _g = common::serial();
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let users = ex.join("users.csv");
+    let peer = PyPeer::start("chat_server.py", &["--users", users.to_str().unwrap()]);
+    // The example as shipped, pointed at the stand-in's port.
+    let dir = common::temp_path("example");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = std::fs::read_to_string(ex.join("chat.toml")).unwrap();
+    assert!(toml.contains("127.0.0.1:8080"));
+    let file = dir.join("chat.toml");
+    std::fs::write(
+        &file,
+        toml.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", peer.port)),
+    )
+    .unwrap();
+    std::fs::copy(&users, dir.join("users.csv")).unwrap();
+    let r = run_script(&file, &["-c", "20", "-d", "2s"]);
+    let srv = server_counts(peer);
+    assert_eq!(r.code, 0, "{}", r.explain());
+    assert_eq!(r.u("/script/steps/0/ok"), 20);
+    assert_eq!(srv["logins"], 20);
+    assert_eq!(r.u("/script/steps/1/ok"), 20);
+    assert_eq!(r.u("/script/loop/sent"), srv["says"].as_u64().unwrap());
+    assert_eq!(
+        r.u("/script/loop/replies") + r.u("/script/loop/deliveries"),
+        srv["relays"].as_u64().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ceiling_and_doctor_take_a_script() {
+    let _g = common::serial();
+    let (dir, _) = script_dir(40, "unused", "");
+    let users = dir.join("users.csv");
+    let peer = PyPeer::start("chat_server.py", &["--users", users.to_str().unwrap()]);
+    let file = dir.join("chat.toml");
+    let toml = chat_toml(peer.port, "timeout = \"10s\"", 4, "rate = 1");
+    std::fs::write(&file, format!("connections = 40\n{toml}")).unwrap();
+    // doctor plans for the script's connections against the script's server.
+    let out = Command::new(bin())
+        .args(["doctor", "--script"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "40 connections to ws://127.0.0.1:{}/chat",
+            peer.port
+        )),
+        "{text}"
+    );
+    // ceiling ramps connections that log in and join, numbered across its steps.
+    let json = common::temp_path("ceiling.json");
+    let out = Command::new(bin())
+        .args(["ceiling", "--script"])
+        .arg(&file)
+        .args([
+            "--max",
+            "40",
+            "--step",
+            "20",
+            "--hold",
+            "2s",
+            "--progress",
+            "off",
+        ])
+        .args(["--ping-interval", "1s", "--metrics-url", "none", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let j = common::read_json(&json);
+    let srv = server_counts(peer);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(j["ceiling"]["connections"], 40, "{text}");
+    assert!(text.contains("connections run the script"), "{text}");
+    // Every connection was a different user (rows 0..39: --conn-offset per step), and
+    // every one logged in and joined.
+    assert_eq!(srv["upgrades"], 40, "{srv}");
+    assert_eq!(srv["logins"], 40, "{srv}");
+    assert_eq!(srv["joins"], 40, "{srv}");
+    assert_eq!(srv["distinct_users"], 40, "{srv}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,12 +20,18 @@ use crate::limits::{self};
 
 #[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
-    /// Server URL: ws://HOST[:PORT]/PATH or wss://...
-    pub url: String,
+    /// Server URL: ws://HOST[:PORT]/PATH or wss://... (with --script: in the file)
+    #[arg(required_unless_present = "script")]
+    pub url: Option<String>,
 
-    /// Connections to plan for (100k, 1M, 1_000_000 accepted).
+    /// A scenario file (as for `run --script`): its URL, and its connections unless -c.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+
+    /// Connections to plan for (100k, 1M, 1_000_000 accepted; with --script, default the
+    /// script's connections).
     #[arg(short = 'c', long, value_parser = parse_count, value_name = "N")]
-    pub connections: u64,
+    pub connections: Option<u64>,
 
     /// Source addresses the load generator spreads over (as for `run`).
     #[arg(long, value_parser = parse_source_ips_arg, value_name = "LIST")]
@@ -110,12 +116,20 @@ pub fn parse_processes(s: &str) -> Result<u64, String> {
 
 /// Runs `doctor`: exit 0 when N fits under every known limit, 1 when not, 2 bad usage.
 pub fn run(a: &DoctorArgs) -> i32 {
-    let target = match crate::config::parse_target(&a.url) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("ws-loadgen doctor: {e}");
-            return 2;
-        }
+    let (url, target, script) =
+        match crate::config::script::url_or_script(a.url.as_deref(), a.script.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("ws-loadgen doctor: {e}");
+                return 2;
+            }
+        };
+    let Some(n) = a
+        .connections
+        .or(script.as_ref().and_then(|s| s.connections.map(u64::from)))
+    else {
+        eprintln!("ws-loadgen doctor: give --connections N (how many to plan for)");
+        return 2;
     };
     let metrics = match a
         .admin
@@ -155,7 +169,7 @@ pub fn run(a: &DoctorArgs) -> i32 {
             }
         }
     }
-    let tls = match a.tls.client_for(&target, &a.url) {
+    let tls = match a.tls.client_for(&target, &url) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("ws-loadgen doctor: {e}");
@@ -172,7 +186,7 @@ pub fn run(a: &DoctorArgs) -> i32 {
     let ends = a.ends.unwrap_or(if local { 2 } else { 1 });
     let server_cores = limits.server.as_ref().map_or(1, |s| s.cores.max(1));
     let inputs = Inputs {
-        n: a.connections,
+        n,
         source_ips: a.source_ip.as_ref().map_or(1, |s| s.0.len().max(1) as u64),
         connect_rate: a.connect_rate,
         ends,
@@ -205,7 +219,7 @@ pub fn run(a: &DoctorArgs) -> i32 {
             inputs.server_accept_rate = tls_rate;
         }
     }
-    let mut d = Diagnosis::new(a.url.clone(), target.addr, limits, inputs);
+    let mut d = Diagnosis::new(url.clone(), target.addr, limits, inputs);
     d.tls = probe;
     print!("{}", d.to_text());
     if let Some(path) = &a.json {

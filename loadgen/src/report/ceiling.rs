@@ -29,6 +29,9 @@ pub struct CeilingConfig {
     pub processes: u64,
     pub cores: Vec<usize>,
     pub source_ips: Vec<String>,
+    /// `--script`: the scenario file the connections ran (None: idle connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 /// The answer.
@@ -291,6 +294,12 @@ impl CeilingReport {
             self.elapsed_s,
             if self.interrupted { " (interrupted)" } else { "" }
         );
+        if let Some(f) = &c.script {
+            let _ = writeln!(
+                s,
+                "connections run the script {f} (steps, then its loop), heartbeats on"
+            );
+        }
         if let Some((n, key)) = &self.predicted {
             let _ = writeln!(
                 s,

@@ -120,6 +120,8 @@ pub struct Scripted {
     total_rate: Option<f64>,
     /// Per-connection rate: the interval between one connection's messages.
     interval_ns: Option<u64>,
+    /// Heartbeat (the script's ping_interval or --ping-interval).
+    ping_ns: Option<u64>,
     timers: BinaryHeap<Reverse<(u64, u32, u32, Due)>>,
     buf: Vec<u8>,
     scanner: Scanner,
@@ -163,6 +165,7 @@ impl Scripted {
             rr: 0,
             total_rate,
             interval_ns,
+            ping_ns: (cfg.ping_interval_ns > 0).then_some(cfg.ping_interval_ns),
             timers: BinaryHeap::new(),
             buf: Vec::with_capacity(1024),
             scanner: Scanner::default(),
@@ -395,6 +398,10 @@ impl Scripted {
 impl Scenario for Scripted {
     fn rate(&self) -> Option<f64> {
         self.total_rate
+    }
+
+    fn ping_interval_ns(&self) -> Option<u64> {
+        self.ping_ns
     }
 
     fn can_send(&self, _io: &Io) -> bool {

@@ -39,6 +39,7 @@ with open(a.users, newline="") as f:
     tokens = {r["user"]: r["token"] for r in csv.DictReader(f)}
 
 rooms = {}
+seen_users = set()
 counts = {"upgrades": 0, "refused": 0, "logins": 0, "login_failures": 0, "joins": 0,
           "says": 0, "relays": 0, "bad_json": 0}
 
@@ -82,6 +83,8 @@ async def handler(ws):
                 ok = (m.get("user") == user and m.get("token") == tokens.get(user)
                       and user not in a.refuse_login)
                 counts["logins" if ok else "login_failures"] += 1
+                if ok:
+                    seen_users.add(user)
                 logged_in = logged_in or ok
                 await ws.send(dumps({"type": "login", "ok": ok}))
             elif t == "join" and logged_in:
@@ -120,6 +123,7 @@ async def main():
             await asyncio.wait_for(stop, a.seconds)
         except asyncio.TimeoutError:
             pass
+    counts["distinct_users"] = len(seen_users)
     print(json.dumps(counts), flush=True)
 
 

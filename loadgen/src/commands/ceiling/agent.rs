@@ -86,8 +86,16 @@ pub enum AgentMsg {
 /// A command from the parent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cmd {
-    Add { id: u32, n: u32, rate: f64 },
-    Stop { id: u32 },
+    /// `offset`: the group's first connection number (`{{conn}}` of a script).
+    Add {
+        id: u32,
+        n: u32,
+        rate: f64,
+        offset: u64,
+    },
+    Stop {
+        id: u32,
+    },
     Quit,
 }
 
@@ -106,6 +114,10 @@ impl Cmd {
                     .parse()
                     .map_err(|_| format!("{line:?}: bad count"))?,
                 rate: num(3)?.parse().map_err(|_| format!("{line:?}: bad rate"))?,
+                offset: match f.get(4) {
+                    Some(o) => o.parse().map_err(|_| format!("{line:?}: bad offset"))?,
+                    None => 0,
+                },
             }),
             Some("stop") => Ok(Cmd::Stop {
                 id: num(1)?.parse().map_err(|_| format!("{line:?}: bad id"))?,
@@ -117,7 +129,12 @@ impl Cmd {
 
     pub fn line(&self) -> String {
         match self {
-            Cmd::Add { id, n, rate } => format!("add {id} {n} {rate}\n"),
+            Cmd::Add {
+                id,
+                n,
+                rate,
+                offset,
+            } => format!("add {id} {n} {rate} {offset}\n"),
             Cmd::Stop { id } => format!("stop {id}\n"),
             Cmd::Quit => "quit\n".into(),
         }
@@ -150,9 +167,15 @@ fn start_group(
     id: u32,
     n: u32,
     rate: f64,
+    offset: u64,
     nofile: (u64, u64),
 ) -> Result<Group, String> {
     let mut v: Vec<String> = a.run_args.clone();
+    // A scripted ceiling runs the script's steps and loop (heartbeats on); otherwise the
+    // connections are held idle.
+    if !v.iter().any(|w| w == "--script") {
+        v.extend(["--scenario".to_string(), "hold".to_string()]);
+    }
     for s in [
         "-c",
         &n.to_string(),
@@ -160,8 +183,8 @@ fn start_group(
         &rate.to_string(),
         "-d",
         GROUP_PLAN,
-        "--scenario",
-        "hold",
+        "--conn-offset",
+        &offset.to_string(),
         "--reconnect-max-tries",
         "0",
         "--cores",
@@ -229,14 +252,17 @@ pub fn run(a: &AgentArgs) -> i32 {
     let mut next_status = Instant::now() + STATUS_EVERY;
     loop {
         match cmd_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Ok(Cmd::Add { id, n, rate })) if !quitting => {
-                match start_group(a, id, n, rate, nofile) {
-                    Ok(g) => groups.push(g),
-                    Err(e) => emit(&AgentMsg::Error {
-                        msg: format!("group {id} ({n} connections): {e}"),
-                    }),
-                }
-            }
+            Ok(Ok(Cmd::Add {
+                id,
+                n,
+                rate,
+                offset,
+            })) if !quitting => match start_group(a, id, n, rate, offset, nofile) {
+                Ok(g) => groups.push(g),
+                Err(e) => emit(&AgentMsg::Error {
+                    msg: format!("group {id} ({n} connections): {e}"),
+                }),
+            },
             Ok(Ok(Cmd::Add { .. })) => {}
             Ok(Ok(Cmd::Stop { id })) => {
                 for g in groups.iter().filter(|g| g.id == id) {
@@ -323,6 +349,7 @@ mod tests {
                 id: 3,
                 n: 1250,
                 rate: 2500.0,
+                offset: 4000,
             },
             Cmd::Stop { id: 7 },
             Cmd::Quit,

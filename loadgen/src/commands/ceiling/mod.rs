@@ -98,8 +98,15 @@ pub fn parse_step(s: &str) -> Result<Step, String> {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct CeilingArgs {
-    /// Server URL: ws://HOST[:PORT]/PATH or wss://...
-    pub url: String,
+    /// Server URL: ws://HOST[:PORT]/PATH or wss://... (with --script: in the file)
+    #[arg(required_unless_present = "script")]
+    pub url: Option<String>,
+
+    /// Ramp connections that run a scenario file (as `run --script`: login, join, the
+    /// loop) instead of idle ones; heartbeats stay on, so --max-p99 is still the pong p99,
+    /// and a step's failures include the script's (expect_timeout:login, ...).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
 
     /// Stop ramping at this many connections (100k, 1M accepted).
     #[arg(long, default_value = "100000", value_parser = parse_count, value_name = "N")]
@@ -450,11 +457,12 @@ fn fail(msg: String) -> i32 {
 
 /// Runs `ceiling`; returns the exit code.
 pub fn run(a: &CeilingArgs) -> i32 {
-    let target = match crate::config::parse_target(&a.url) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
-    if let Err(e) = a.tls.client_for(&target, &a.url) {
+    let (url, target, script) =
+        match crate::config::script::url_or_script(a.url.as_deref(), a.script.as_deref()) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+    if let Err(e) = a.tls.client_for(&target, &url) {
         return fail(e);
     }
     if a.max == 0 {
@@ -555,8 +563,19 @@ pub fn run(a: &CeilingArgs) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot find my own executable: {e}")),
     };
-    let mut run_args: Vec<String> = vec![
-        a.url.clone(),
+    let first: Vec<String> = match (&script, &a.script) {
+        // Agents may run elsewhere in the tree: give them the script's absolute path.
+        (Some(_), Some(p)) => vec![
+            "--script".into(),
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string(),
+        ],
+        _ => vec![url.clone()],
+    };
+    let mut run_args: Vec<String> = first;
+    run_args.extend([
         "--ping-interval".into(),
         format!("{}ms", a.ping_interval.as_millis()),
         "--connect-timeout".into(),
@@ -565,7 +584,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         format!("{}ms", a.handshake_timeout.as_millis()),
         "--drain-timeout".into(),
         format!("{}ms", a.drain_timeout.as_millis()),
-    ];
+    ]);
     if !source_ips.is_empty() {
         run_args.push("--source-ip".into());
         run_args.push(
@@ -720,6 +739,8 @@ pub fn run(a: &CeilingArgs) -> i32 {
     let mut step_reports: Vec<StepReport> = Vec::new();
     let mut stop_reason = StopReason::MaxReached;
     let mut failing_level = None;
+    // Connection numbers handed out so far: every group numbers its own from here.
+    let mut next_conn = 0u64;
     for gid in 0..steps as u32 {
         if d.interrupted() {
             stop_reason = StopReason::Interrupted;
@@ -742,8 +763,10 @@ pub fn run(a: &CeilingArgs) -> i32 {
                     id: gid,
                     n: n as u32,
                     rate,
+                    offset: next_conn,
                 },
             );
+            next_conn += n;
             d.groups.push(GroupAgg {
                 agent: i,
                 id: gid,
@@ -1076,7 +1099,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
     let error = if no_conn {
         Some(format!(
             "no connection could be established to {} ({}): {}",
-            a.url,
+            url,
             target.addr,
             class_list(&d.total.failures)
         ))
@@ -1088,7 +1111,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
     let report = CeilingReport {
         tool: "ws-loadgen ceiling".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        url: a.url.clone(),
+        url: url.clone(),
         server_addr: target.addr.to_string(),
         started_unix_ms: started_unix.as_millis() as u64,
         elapsed_s: d.start.elapsed().as_secs_f64(),
@@ -1099,6 +1122,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
             hold_s: a.hold.as_secs_f64(),
             connect_rate: a.connect_rate,
             ping_interval_ms: a.ping_interval.as_millis() as u64,
+            script: a.script.as_ref().map(|p| p.display().to_string()),
             max_error_rate: a.max_error_rate,
             max_p99_us,
             connect_timeout_ms: a.connect_timeout.as_millis() as u64,

@@ -88,9 +88,10 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub scenario: Option<ScenarioKind>,
 
-    /// Heartbeat interval for --scenario hold.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub ping_interval: Duration,
+    /// Heartbeat interval for --scenario hold [default: 30s]; with --script, pings every
+    /// open connection this often (default: the script's ping_interval, else none).
+    #[arg(long, value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
 
     /// Echo message size in bytes (at least 24: the stamp).
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
@@ -433,7 +434,12 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         }
         ScenarioKind::Hold | ScenarioKind::Echo | ScenarioKind::Script => {}
     }
-    if scenario == ScenarioKind::Hold && a.ping_interval.is_zero() {
+    let ping_interval = match (&script, a.ping_interval) {
+        (_, Some(d)) => d,
+        (Some(s), None) => Duration::from_nanos(s.ping_interval_ns),
+        (None, None) => Duration::from_secs(30),
+    };
+    if (scenario == ScenarioKind::Hold || a.ping_interval.is_some()) && ping_interval.is_zero() {
         return Err("--ping-interval must be more than 0".into());
     }
     if a.connect_timeout.is_zero() || a.handshake_timeout.is_zero() {
@@ -505,7 +511,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         target,
         plan,
         scenario,
-        ping_interval_ns: ns(a.ping_interval),
+        ping_interval_ns: ns(ping_interval),
         payload: a.payload,
         rate,
         connect_rate: a.connect_rate,

@@ -8,6 +8,7 @@
 //! headers = { Authorization = "Bearer {{token}}" }
 //! data = "users.csv"
 //! connections = 1000
+//! ping_interval = "30s"   # heartbeat (optional)
 //! [[open]]            # once per connection, in order, after the upgrade
 //! name = "login"
 //! send = '{"type":"login","user":"{{user}}"}'
@@ -52,6 +53,7 @@ struct FileDoc {
     headers: BTreeMap<String, Spanned<String>>,
     data: Option<Spanned<String>>,
     connections: Option<Spanned<i64>>,
+    ping_interval: Option<Spanned<String>>,
     #[serde(default)]
     open: Vec<Spanned<StepDoc>>,
     #[serde(rename = "loop")]
@@ -158,6 +160,8 @@ pub struct Script {
     pub headers: Vec<(String, Template)>,
     pub data: Option<Data>,
     pub connections: Option<u32>,
+    /// Heartbeat: ping every open connection this often (0: no pings).
+    pub ping_interval_ns: u64,
     pub open: Vec<Step>,
     pub lp: Option<Loop>,
 }
@@ -188,6 +192,28 @@ impl Script {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --script {}: {e}", path.display()))?;
         compile(path, &text)
+    }
+}
+
+/// The server of a command that takes a URL or `--script FILE` (doctor, ceiling): the URL
+/// as shown, its resolved target, and the script if there is one.
+pub fn url_or_script(
+    url: Option<&str>,
+    script: Option<&Path>,
+) -> Result<(String, Target, Option<Script>), String> {
+    match (url, script) {
+        (Some(_), Some(p)) => Err(format!(
+            "give the URL in the script ({}) or on the command line, not both",
+            p.display()
+        )),
+        (None, Some(p)) => {
+            let s = Script::load(p)?;
+            let mut t = s.target.clone();
+            t.url = s.url.clone();
+            Ok((s.url.clone(), t, Some(s)))
+        }
+        (Some(u), None) => Ok((u.to_string(), parse_target(u)?, None)),
+        (None, None) => Err("give the server URL (ws://HOST:PORT/PATH) or --script FILE".into()),
     }
 }
 
@@ -420,6 +446,10 @@ pub fn compile(path: &Path, text: &str) -> Result<Script, String> {
         None => None,
     };
 
+    let ping_interval_ns = match &doc.ping_interval {
+        Some(p) => cx.duration(p, "ping_interval")?,
+        None => 0,
+    };
     if doc.open.len() > MAX_STEPS {
         return cx.err(
             doc.open[MAX_STEPS].span().start,
@@ -534,6 +564,7 @@ pub fn compile(path: &Path, text: &str) -> Result<Script, String> {
         headers,
         data,
         connections,
+        ping_interval_ns,
         open,
         lp,
     })
@@ -651,5 +682,23 @@ send = '{"type":"say","text":"{{stamp}}"}'
         let l = s.lp.unwrap();
         assert!(!l.echo && l.send.is_none());
         assert!(l.expect.unwrap().matches(b"breaking news"));
+    }
+}
+
+#[cfg(test)]
+mod examples {
+    /// Every example in examples/ compiles.
+    #[test]
+    fn the_examples_compile() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                super::Script::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "{n} examples");
     }
 }
