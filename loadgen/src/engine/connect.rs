@@ -242,7 +242,9 @@ impl<S: Scenario> Worker<S> {
         let c = &mut self.io.conns[idx];
         record_ns(&mut self.io.stats.h.handshake, now.saturating_sub(c.t_ns));
         c.state = State::Open;
-        c.tries = 0;
+        if self.sc.upgrade_resets_tries() {
+            c.tries = 0;
+        }
         if c.dropped {
             c.dropped = false;
             self.io.stats.c.reconnects += 1;

@@ -49,6 +49,14 @@ pub trait Scenario: Send + 'static {
         None
     }
 
+    /// Whether an upgrade ends a slot's run of failures (its retry count starts again).
+    /// A script says no while it has steps: a connection that upgrades and then fails its
+    /// login has not succeeded, and must not retry forever; it resets the count itself
+    /// when the steps are done.
+    fn upgrade_resets_tries(&self) -> bool {
+        true
+    }
+
     /// Slot `idx` has been upgraded.
     fn on_open(&mut self, _io: &mut Io, _idx: usize, _now: u64) {}
 

@@ -248,6 +248,8 @@ impl Scripted {
     }
 
     fn join_loop(&mut self, io: &mut Io, idx: usize, now: u64) {
+        // The steps are done: this connection has succeeded (see upgrade_resets_tries).
+        io.conns[idx].tries = 0;
         if self.script.lp.is_none() {
             return; // nothing after the steps: the connection is held
         }
@@ -402,6 +404,10 @@ impl Scenario for Scripted {
 
     fn ping_interval_ns(&self) -> Option<u64> {
         self.ping_ns
+    }
+
+    fn upgrade_resets_tries(&self) -> bool {
+        self.script.open.is_empty()
     }
 
     fn can_send(&self, _io: &Io) -> bool {
