@@ -694,8 +694,13 @@ impl Report {
             // In the script's order: steps, then the loop's rows.
             let mut names: Vec<&String> = Vec::new();
             if let Some(sc) = &self.script {
-                for st in &sc.steps {
-                    if let Some((k, _)) = first.steps.get_key_value(&st.name) {
+                let mut order: Vec<String> = sc.steps.iter().map(|st| st.name.clone()).collect();
+                if let Some(l) = &sc.loop_ {
+                    order.push(format!("{} rtt", l.name));
+                    order.push(format!("{} delivery", l.name));
+                }
+                for n in &order {
+                    if let Some((k, _)) = first.steps.get_key_value(n) {
                         names.push(k);
                     }
                 }
