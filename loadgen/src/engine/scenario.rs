@@ -23,6 +23,13 @@ pub trait Scenario: Send + 'static {
         true
     }
 
+    /// Whether the scenario paces sends itself, on its own timers (a script's
+    /// per-connection schedules): `--tick` then batches the worker's wake-ups as it does
+    /// for the engine's pacer, and the scenario sends what falls due within the tick.
+    fn own_schedule(&self) -> bool {
+        false
+    }
+
     /// Heartbeat: ping every open connection this often (None: no pings).
     fn ping_interval_ns(&self) -> Option<u64> {
         None

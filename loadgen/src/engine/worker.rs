@@ -211,7 +211,7 @@ impl<S: Scenario> Worker<S> {
     /// taken in user space.
     fn ticking(&self) -> bool {
         self.tick_ns > 0
-            && self.msg_pacer.is_some()
+            && (self.msg_pacer.is_some() || self.sc.own_schedule())
             && self.io.phase == Phase::Run
             && self.io.pending == 0
             && self.cursor >= self.io.target

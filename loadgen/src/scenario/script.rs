@@ -122,6 +122,8 @@ pub struct Scripted {
     interval_ns: Option<u64>,
     /// Heartbeat (the script's ping_interval or --ping-interval).
     ping_ns: Option<u64>,
+    /// `--tick`: per-connection sends due within it leave together.
+    tick_ns: u64,
     timers: BinaryHeap<Reverse<(u64, u32, u32, Due)>>,
     buf: Vec<u8>,
     scanner: Scanner,
@@ -166,6 +168,7 @@ impl Scripted {
             total_rate,
             interval_ns,
             ping_ns: (cfg.ping_interval_ns > 0).then_some(cfg.ping_interval_ns),
+            tick_ns: cfg.tick_ns,
             timers: BinaryHeap::new(),
             buf: Vec::with_capacity(1024),
             scanner: Scanner::default(),
@@ -406,6 +409,10 @@ impl Scenario for Scripted {
         self.ping_ns
     }
 
+    fn own_schedule(&self) -> bool {
+        self.interval_ns.is_some()
+    }
+
     fn upgrade_resets_tries(&self) -> bool {
         self.script.open.is_empty()
     }
@@ -507,8 +514,11 @@ impl Scenario for Scripted {
     }
 
     fn timers(&mut self, io: &mut Io, now: u64) {
+        // Sends due within the tick go now (one wake-up per tick, as with the pacer), each
+        // timed from when it really leaves if that is before its schedule.
+        let horizon = now + self.tick_ns;
         while let Some(&Reverse((due, idx, epoch, what))) = self.timers.peek() {
-            if due > now {
+            if due > now && (what != Due::Send || due > horizon) {
                 break;
             }
             self.timers.pop();
@@ -534,7 +544,7 @@ impl Scenario for Scripted {
                     if !io.running() || self.slots[i].ready_pos == u32::MAX {
                         continue;
                     }
-                    self.send_loop(io, i, due);
+                    self.send_loop(io, i, due.min(now));
                     let iv = self.interval_ns.unwrap_or(1_000_000_000);
                     let next = (due + iv).max(now.saturating_sub(MAX_LAG_NS));
                     self.timers.push(Reverse((next, idx, epoch, Due::Send)));
