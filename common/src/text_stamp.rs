@@ -1,8 +1,9 @@
 //! The stamp ([`crate::payload::Stamp`]) as text, for scripted runs against services that
 //! speak JSON: `WSC` then 36 lowercase hex digits (sender 8, sequence 12, intended send
-//! time 16, ns on CLOCK_MONOTONIC). Nothing in it needs escaping in a JSON string, a URL
-//! or HTML, so it survives whatever envelope a server wraps around the message; a
-//! receiver finds every stamp in a message in one pass ([`scan`]).
+//! time 16: ns on the wall clock, CLOCK_REALTIME, so that a receiver on another host whose
+//! clock is in sync can time it). Nothing in it needs escaping in a JSON string, a URL or
+//! HTML, so it survives whatever envelope a server wraps around the message; a receiver
+//! finds every stamp in a message in one pass ([`Scanner::scan`]).
 
 use memchr::memmem;
 

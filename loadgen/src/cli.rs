@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::ceiling::{agent::AgentArgs, CeilingArgs};
 use crate::commands::doctor::DoctorArgs;
+use crate::commands::merge::MergeArgs;
 use crate::commands::run::args::{RunArgs, EXAMPLES};
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,9 @@ pub enum Command {
     Doctor(Box<DoctorArgs>),
     /// Ramp held connections until a limit stops them, hold the ceiling, name the limit.
     Ceiling(Box<CeilingArgs>),
+    /// One report from the JSON reports of several load generators: counters summed,
+    /// histograms added exactly, seconds aligned on wall-clock time, thresholds rechecked.
+    Merge(Box<MergeArgs>),
     /// (internal) A load generator process driven by `ceiling` over stdin/stdout.
     #[command(hide = true)]
     CeilingAgent(Box<AgentArgs>),
@@ -52,6 +56,7 @@ where
         "doctor",
         "ceiling",
         "ceiling-agent",
+        "merge",
         "help",
         "-h",
         "--help",

@@ -14,6 +14,7 @@ fn main() {
         Command::Run(args) => ws_loadgen::commands::run::run(&args),
         Command::Doctor(args) => ws_loadgen::commands::doctor::run(&args),
         Command::Ceiling(args) => ws_loadgen::commands::ceiling::run(&args),
+        Command::Merge(args) => ws_loadgen::commands::merge::run(&args),
         Command::CeilingAgent(args) => ws_loadgen::commands::ceiling::agent::run(&args),
     };
     std::process::exit(code);

@@ -520,3 +520,46 @@ fn reconnects_run_the_open_steps_again() {
     assert_eq!(r.u("/script/steps/1/failed"), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_script_runs_over_wss_through_stages() {
+    let _g = common::serial();
+    let c = common::certs::Certs::new(&common::temp_path("certs"));
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    let (cert, key) = (p(&c.server_cert), p(&c.server_key));
+    let srv = WsServer::start(
+        &[],
+        &["--tls-cert", &cert, "--tls-key", &key, "--cores", "0"],
+        None,
+    );
+    let port = srv.addr.rsplit(':').next().unwrap().to_string();
+    let toml = format!(
+        "url = \"wss://localhost:{port}/broadcast?room=w\"\n[loop]\nname = \"say\"\nrate = 5\n\
+         send = '{{\"t\":\"{{{{stamp}}}}\"}}'\n"
+    );
+    let (dir, file) = script_dir(1, "wss.toml", &toml);
+    let r = run_script(
+        &file,
+        &["--stages", "2s:3,2s:6", "--ca", &p(&c.ca), "--cores", "1"],
+    );
+    assert_eq!(r.code, 0, "{}", r.explain());
+    assert_eq!(r.u("/tls/handshakes_full"), 6, "{}", r.explain());
+    assert_eq!(srv.metric("ws_tls_handshakes_total"), 6);
+    let sent = r.u("/script/loop/sent");
+    assert_eq!(r.u("/script/loop/replies"), sent, "{}", r.explain());
+    for k in ["lost", "gaps", "behind", "unexpected"] {
+        assert_eq!(r.u(&format!("/script/loop/{k}")), 0, "{k}\n{}", r.explain());
+    }
+    // Both stages have their rows; the second had twice the connections.
+    let stages = r.j()["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(r.u("/stages/1/peak_open"), 6);
+    assert!(r.u("/stages/1/steps/say rtt/count") > 0, "{}", r.explain());
+    // The server counted every message in and every delivery out.
+    assert_eq!(srv.metric("ws_messages_in_total"), sent);
+    assert_eq!(
+        srv.metric("ws_deliveries_total"),
+        r.u("/script/loop/replies") + r.u("/script/loop/deliveries")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

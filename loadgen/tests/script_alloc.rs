@@ -78,6 +78,8 @@ fn steady_state_scripted_messages_allocate_nothing() {
     }
     let mut msg = Vec::with_capacity(512);
     let mut t = start;
+    // Text stamps carry wall-clock times.
+    let wall = ws_loadgen::engine::sys::realtime_ns() as i64 - now_ns() as i64;
     let turn = |io: &mut Io, sc: &mut Scripted, i: u64, t: u64, msg: &mut Vec<u8>| {
         // Each connection's next message falls due.
         sc.timers(io, t);
@@ -89,7 +91,7 @@ fn steady_state_scripted_messages_allocate_nothing() {
             let stamp = Stamp {
                 sender,
                 seq,
-                sent_ns: t - 500_000,
+                sent_ns: (t - 500_000).wrapping_add_signed(wall),
             };
             text_stamp::write(msg, stamp);
             msg.extend_from_slice(br#""},"ts":1733.5}"#);
@@ -116,6 +118,9 @@ fn steady_state_scripted_messages_allocate_nothing() {
     assert_eq!(io.stats.c.script_deliveries, 10_200);
     assert_eq!(io.stats.c.script_gaps + io.stats.c.script_behind, 0);
     assert!(io.stats.h.rtt.len() >= 10_000);
+    // 0.5 ms each, read back through the wall clock.
+    let p50 = io.stats.h.rtt.value_at_quantile(0.5);
+    assert!((450..=550).contains(&p50), "rtt p50 {p50} us");
     assert_eq!(
         n, 0,
         "{n} allocations for {sent} messages sent and 20000 received"

@@ -1,11 +1,12 @@
-//! The commands: `run` (the default), `doctor` and `ceiling` (with its hidden
-//! `ceiling-agent`). Each owns its argument struct; `cli.rs` only assembles them.
+//! The commands: `run` (the default), `doctor`, `ceiling` (with its hidden
+//! `ceiling-agent`) and `merge`. Each owns its argument struct; `cli.rs` only assembles them.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub mod ceiling;
 pub mod doctor;
+pub mod merge;
 pub mod run;
 
 /// Exit codes, the same for every command.

@@ -244,6 +244,10 @@ pub struct RunConfig {
     /// `--conn-offset`: added to every `{{conn}}` (and text stamp sender), so several
     /// load generator processes number their connections apart.
     pub conn_offset: u64,
+    /// `--host-label` (default: the hostname).
+    pub host_label: String,
+    /// `--start-at`, Unix ms.
+    pub start_at_unix_ms: Option<u64>,
 }
 
 /// Descriptors kept aside for stdio, epoll instances, report files and the like.

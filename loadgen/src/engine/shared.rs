@@ -18,6 +18,8 @@ pub struct Shared {
     /// Deliveries of messages that arrive on other connections than they left from
     /// (broadcast): what the drain waits for.
     pub deliveries: Deliveries,
+    /// `--start-at`: how late the run started against it, ms.
+    pub start_late_ms: Option<f64>,
 }
 
 /// Deliveries expected and received so far, all workers.
@@ -36,6 +38,7 @@ impl Shared {
             stop,
             open: AtomicU64::new(0),
             deliveries: Deliveries::default(),
+            start_late_ms: None,
         }
     }
 }

@@ -155,6 +155,11 @@ impl Agg {
                 msgs_received: s.stats.c.msgs_received,
                 bytes_received: s.stats.c.bytes_received,
                 latency_p99_us: p99,
+                latency_hist: if lat.is_empty() {
+                    String::new()
+                } else {
+                    crate::engine::stats::encode_hist(lat)
+                },
             });
             if let Some(log) = &mut self.hdr {
                 log.add_second(t, &s.stats);

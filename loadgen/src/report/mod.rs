@@ -11,8 +11,10 @@ pub mod ceiling;
 pub mod doctor;
 pub mod hdr_log;
 pub mod html;
+pub mod merge;
 pub mod progress;
 pub mod run;
+pub mod run_html;
 pub mod thresholds;
 
 /// Writes a report file. A file that cannot be written is said on stderr (`WHO: cannot

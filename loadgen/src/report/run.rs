@@ -322,6 +322,47 @@ pub struct SecondReport {
     pub bytes_received: u64,
     /// p99 of the scenario's latency in this second, µs (0 without samples).
     pub latency_p99_us: u64,
+    /// The second's main-latency histogram (V2-deflate, base64), so merged reports get an
+    /// exact per-second p99.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub latency_hist: String,
+}
+
+/// The server at one moment of the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerSample {
+    /// Seconds since the run started.
+    pub t_s: f64,
+    /// CPU over the last interval, % of one core.
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+}
+
+/// A histogram row that may be absent.
+pub type HistSummaryRef<'a> = Option<&'a HistSummary>;
+
+/// One load generator of a merged report (or of a single run: itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostRow {
+    /// `--host-label` (default: the hostname; a Kubernetes pod's name).
+    pub label: String,
+    pub url: String,
+    pub started_unix_ms: u64,
+    /// How late it started against `--start-at`, ms (None: no --start-at).
+    #[serde(default)]
+    pub start_late_ms: Option<f64>,
+    pub conn_offset: u64,
+    pub target: u32,
+    pub established: u64,
+    pub failed: u64,
+    pub drops: u64,
+    pub peak_open: u32,
+    pub msgs_sent: u64,
+    pub msgs_received: u64,
+    pub error_rate: f64,
+    pub cpu_seconds: f64,
+    pub rss_peak_bytes: u64,
+    pub exit_code: i32,
 }
 
 /// Process figures.
@@ -389,6 +430,26 @@ pub struct Report {
     /// --script only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<ScriptReport>,
+    /// `--host-label`: which load generator this is (default: the hostname).
+    #[serde(default)]
+    pub host_label: String,
+    /// `--start-at`, Unix ms (None: started when run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at_unix_ms: Option<u64>,
+    /// How late this generator started against --start-at, ms (it was launched after the
+    /// time, or its clock is behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_late_ms: Option<f64>,
+    /// `ws-loadgen merge`: the load generators this report was merged from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostRow>,
+    /// The server's CPU and RSS once a second, from its /metrics (`--metrics-url`, or
+    /// the admin listener with `--html`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_samples: Vec<ServerSample>,
+    /// `ws-loadgen merge`: how far cross-host latencies can be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_note: Option<String>,
 }
 
 /// How a wss:// run spoke TLS.
@@ -742,6 +803,35 @@ impl Report {
             self.config.nofile_soft,
             self.config.nofile_hard
         );
+        if let Some(late) = self.start_late_ms.filter(|l| *l >= 1.0) {
+            let _ = writeln!(s, "Start        {late:.0} ms after --start-at");
+        }
+        if !self.hosts.is_empty() {
+            let _ = writeln!(
+                s,
+                "Hosts        {} load generators\n  host                   target  established   failed    drops      received    cpu s  peak RSS MiB  late ms  exit",
+                self.hosts.len()
+            );
+            for h in &self.hosts {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {:>8} {:>12} {:>8} {:>8} {:>13} {:>8.2} {:>13.1} {:>8} {:>5}",
+                    h.label,
+                    h.target,
+                    h.established,
+                    h.failed,
+                    h.drops,
+                    h.msgs_received,
+                    h.cpu_seconds,
+                    h.rss_peak_bytes as f64 / 1048576.0,
+                    h.start_late_ms.map_or("-".into(), |l| format!("{l:.0}")),
+                    h.exit_code
+                );
+            }
+        }
+        if let Some(n) = &self.clock_note {
+            let _ = writeln!(s, "Clocks       {n}");
+        }
         let _ = writeln!(s, "Error rate   {:.4}%", self.error_rate * 100.0);
         for t in &self.thresholds {
             let _ = writeln!(

@@ -133,6 +133,15 @@ pub struct Scripted {
     sampled: Vec<bool>,
     /// Last time a loop message arrived (drain waits for a quiet moment).
     last_rx_ns: u64,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, ns, refreshed every second: text stamps carry
+    /// wall-clock send times, so a receiver on another host (clocks in sync) can time them.
+    wall: i64,
+    wall_at: u64,
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC now, ns.
+fn wall_offset() -> i64 {
+    crate::engine::sys::realtime_ns() as i64 - ws_common::payload::now_ns() as i64
 }
 
 /// `{{conn}}` of worker `w`'s slot 0: the slots of the workers before it, plus the
@@ -175,6 +184,8 @@ impl Scripted {
             seqs: HashMap::default(),
             sampled: Vec::new(),
             last_rx_ns: 0,
+            wall: wall_offset(),
+            wall_at: ws_common::payload::now_ns(),
         })
     }
 
@@ -197,7 +208,7 @@ impl Scripted {
                         sender: conn as u32,
                         // Not a loop message: a sequence no loop message has.
                         seq: 0xffff_ffff_ffff,
-                        sent_ns: now,
+                        sent_ns: now.wrapping_add_signed(self.wall),
                     },
                 };
                 t.render(&v, &mut self.buf);
@@ -301,7 +312,7 @@ impl Scripted {
                     stamp: Stamp {
                         sender: conn as u32,
                         seq: s.loop_seq,
-                        sent_ns: intended,
+                        sent_ns: intended.wrapping_add_signed(self.wall),
                     },
                 };
                 t.render(&v, &mut self.buf);
@@ -345,10 +356,13 @@ impl Scripted {
             (s.first_loop_seq, s.loop_seq)
         };
         let echo = lp.echo;
+        let wall = self.wall;
         let gen = io.conns[idx].gen;
         let seqs = &mut self.seqs;
         let mut room = MAX_TRACKED.saturating_sub(seqs.len());
-        let found = self.scanner.scan(payload, |st| {
+        let found = self.scanner.scan(payload, |mut st| {
+            // Back from the sender's wall clock to our monotonic one.
+            st.sent_ns = st.sent_ns.wrapping_add_signed(-wall);
             if st.sender == me {
                 if st.seq >= first && st.seq < next {
                     if echo {
@@ -517,6 +531,10 @@ impl Scenario for Scripted {
         // Sends due within the tick go now (one wake-up per tick, as with the pacer), each
         // timed from when it really leaves if that is before its schedule.
         let horizon = now + self.tick_ns;
+        if now.saturating_sub(self.wall_at) >= 1_000_000_000 {
+            self.wall = wall_offset();
+            self.wall_at = now;
+        }
         while let Some(&Reverse((due, idx, epoch, what))) = self.timers.peek() {
             if due > now && (what != Due::Send || due > horizon) {
                 break;

@@ -63,8 +63,20 @@ pub struct RunArgs {
 
     /// Added to every connection number ({{conn}}, the CSV row, stamp senders), so that
     /// several load generator processes or machines number their connections apart.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub conn_offset: u64,
+    /// [default: 0, or in a Kubernetes Indexed Job JOB_COMPLETION_INDEX × the connections]
+    #[arg(long, value_name = "N")]
+    pub conn_offset: Option<u64>,
+
+    /// Start the schedule at this wall-clock time (Unix seconds, or RFC 3339 such as
+    /// 2026-12-07T10:00:00Z), so several load generators start together; one launched
+    /// after it starts at once and its report says how late.
+    #[arg(long, value_parser = parse_start_at, value_name = "TIME")]
+    pub start_at: Option<u64>,
+
+    /// Which load generator this is, in its report and in `merge`'s per-host table
+    /// [default: the hostname].
+    #[arg(long, value_name = "LABEL")]
+    pub host_label: Option<String>,
 
     /// Connections to open and keep (ignored with --stages) [default: 100, or the
     /// script's connections]
@@ -186,6 +198,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Write the report as one self-contained HTML page: connections, messages/s, p99 per
+    /// second, failures, stages, and the server's CPU and RSS over time (from its /metrics).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Sample the server's process_cpu_seconds_total and process_resident_memory_bytes
+    /// once a second from this Prometheus page, for the report (`none`: do not) [default
+    /// with --html: /metrics on the admin listener, see --admin-url].
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
+
     /// Write per-second histograms in the HdrHistogram interval-log format.
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
@@ -236,6 +259,78 @@ pub fn parse_p99(s: &str) -> Result<P99Limit, String> {
             limit: parse_duration(s)?,
         }),
     }
+}
+
+/// `--start-at`: Unix seconds (fractions allowed) or RFC 3339, as Unix milliseconds.
+pub fn parse_start_at(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        if v.is_finite() && v > 0.0 {
+            return Ok((v * 1000.0).round() as u64);
+        }
+    }
+    rfc3339_ms(t).ok_or_else(|| {
+        format!("{s:?} is not a time: give Unix seconds (1796630400) or RFC 3339 (2026-12-07T10:00:00Z)")
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` as Unix milliseconds.
+fn rfc3339_ms(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &t[19..];
+    let mut frac_ms = 0i64;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits: String = f.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if digits.is_empty() {
+            return None;
+        }
+        let ms: String = digits.chars().chain("000".chars()).take(3).collect();
+        frac_ms = ms.parse().ok()?;
+        rest = &f[digits.len()..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    (secs > 0).then(|| (secs * 1000 + frac_ms) as u64)
+}
+
+/// This machine's name (for `--host-label`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Longest `--tick`.
@@ -506,6 +601,17 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
             source_ips.len().max(1)
         ));
     }
+    // In a Kubernetes Indexed Job each pod is one index: number its connections apart.
+    let conn_offset = match (a.conn_offset, std::env::var("JOB_COMPLETION_INDEX")) {
+        (Some(o), _) => o,
+        (None, Ok(i)) => {
+            let i: u64 = i.trim().parse().map_err(|_| {
+                format!("JOB_COMPLETION_INDEX={i:?} is not a number (give --conn-offset)")
+            })?;
+            i * max
+        }
+        (None, Err(_)) => 0,
+    };
     let cfg = RunConfig {
         tls,
         target,
@@ -545,7 +651,9 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         tokens,
         admin,
         script,
-        conn_offset: a.conn_offset,
+        conn_offset,
+        host_label: a.host_label.clone().unwrap_or_else(hostname),
+        start_at_unix_ms: a.start_at,
     };
     let mut known: Vec<String> = ["connect", "tls", "handshake", "http"]
         .iter()
@@ -580,6 +688,34 @@ fn constant_vars() -> Vars<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_times() {
+        assert_eq!(parse_start_at("1796630400").unwrap(), 1_796_630_400_000);
+        assert_eq!(parse_start_at("1796630400.25").unwrap(), 1_796_630_400_250);
+        assert_eq!(parse_start_at("1970-01-02T00:00:00Z").unwrap(), 86_400_000);
+        assert_eq!(
+            parse_start_at("2026-12-07T10:00:00Z").unwrap(),
+            parse_start_at("2026-12-07T11:00:00+01:00").unwrap()
+        );
+        assert_eq!(
+            parse_start_at("2026-12-07T10:00:00.5Z").unwrap() % 1000,
+            500
+        );
+        assert_eq!(
+            parse_start_at("2000-03-01T00:00:00Z").unwrap(),
+            951_868_800_000
+        );
+        for bad in [
+            "soon",
+            "2026-13-01T00:00:00Z",
+            "2026-12-07 10:00",
+            "-5",
+            "2026-12-07T10:00:00",
+        ] {
+            assert!(parse_start_at(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn room_and_echo_from_the_query() {

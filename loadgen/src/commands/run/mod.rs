@@ -21,9 +21,11 @@ use std::collections::BTreeMap;
 use crate::config::script::Script;
 use crate::config::Main;
 use crate::engine::stats::Stats;
+use crate::limits::metrics::MetricsUrl;
 use crate::report::aggregate::{latency_of, Agg};
 use crate::report::hdr_log::HdrLog;
 use crate::report::progress::{Progress, Tick};
+use crate::report::run::ServerSample;
 use crate::report::run::{
     BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, LoopReport, Messages, Process,
     PushReport, Report, ScriptReport, StageReport, StepReport, TlsReport,
@@ -52,6 +54,118 @@ fn per_s(v: u64, secs: f64) -> f64 {
     }
 }
 
+/// Where to sample the server from: `--metrics-url`, or with `--html` the admin listener.
+fn server_sampler(cfg: &RunConfig, args: &RunArgs) -> Result<Option<MetricsUrl>, String> {
+    if args.html.is_none() && args.metrics_url.is_none() {
+        return Ok(None);
+    }
+    MetricsUrl::choose(args.metrics_url.as_deref(), &cfg.admin)
+}
+
+/// Reads the server's CPU and RSS once a second on a thread of its own (never on a
+/// worker), until the run is over.
+struct Sampler {
+    done: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<ServerSample>>,
+}
+
+impl Sampler {
+    fn start(m: MetricsUrl, start_ns: u64) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut last: Option<(f64, f64)> = None; // (t, cpu seconds)
+            let mut warned = false;
+            while !d.load(Ordering::Relaxed) {
+                let t = now_ns().saturating_sub(start_ns) as f64 / 1e9;
+                match m.scrape(Duration::from_millis(500)) {
+                    Ok(page) => {
+                        let cpu = page.sum("process_cpu_seconds_total");
+                        let rss = page.sum("process_resident_memory_bytes");
+                        if let (Some(cpu), Some(rss)) = (cpu, rss) {
+                            if let Some((t0, c0)) = last {
+                                let dt = (t - t0).max(1e-3);
+                                out.push(ServerSample {
+                                    t_s: t,
+                                    cpu_percent: ((cpu - c0) / dt * 100.0).max(0.0),
+                                    rss_bytes: rss as u64,
+                                });
+                            }
+                            last = Some((t, cpu));
+                        } else if !warned {
+                            warned = true;
+                            eprintln!(
+                                "ws-loadgen: the server's metrics have no process_cpu_seconds_total / \
+                                 process_resident_memory_bytes: no server CPU and memory in the report"
+                            );
+                        }
+                    }
+                    Err(e) if !warned => {
+                        warned = true;
+                        eprintln!("ws-loadgen: cannot sample the server's metrics ({e}); the report will lack them where it fails");
+                    }
+                    Err(_) => {}
+                }
+                // Sleep to the next whole second of the run, waking early when it ends.
+                let next =
+                    (t.floor() + 1.0 - now_ns().saturating_sub(start_ns) as f64 / 1e9).max(0.05);
+                let until = std::time::Instant::now() + Duration::from_secs_f64(next);
+                while std::time::Instant::now() < until && !d.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            out
+        });
+        Self { done, handle }
+    }
+
+    fn finish(self) -> Vec<ServerSample> {
+        self.done.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// Longest wait for `--start-at`.
+const MAX_START_WAIT_MS: u64 = 24 * 3600 * 1000;
+
+/// Sleeps until Unix ms `at` (SIGINT ends the wait); returns how late we are if `at` had
+/// passed already.
+fn wait_until(at: u64, stop: &AtomicBool) -> Result<Option<f64>, String> {
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0
+    };
+    let wait = at as f64 - now_ms();
+    if wait > MAX_START_WAIT_MS as f64 {
+        return Err(format!(
+            "--start-at is {:.0} s away: more than a day (is the time right?)",
+            wait / 1000.0
+        ));
+    }
+    if wait <= 0.0 {
+        if -wait >= 1.0 {
+            eprintln!(
+                "ws-loadgen: started {:.0} ms after --start-at (launched late, or this clock is behind)",
+                -wait
+            );
+        }
+        return Ok(Some(-wait));
+    }
+    eprintln!("ws-loadgen: waiting {:.1} s for --start-at", wait / 1000.0);
+    while !stop.load(Ordering::Relaxed) {
+        let left = at as f64 - now_ms();
+        if left <= 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs_f64((left / 1000.0).min(0.1)));
+    }
+    Ok(Some((now_ms() - at as f64).max(0.0)))
+}
+
 /// Runs a load and returns the exit code.
 pub fn run(args: &RunArgs) -> i32 {
     let nofile = raise_nofile_to_hard();
@@ -66,15 +180,35 @@ pub fn run(args: &RunArgs) -> i32 {
 }
 
 fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
+    let rss_start = resident_bytes();
+    let cpu_start = cpu_seconds();
+    let late = match cfg.start_at_unix_ms {
+        Some(at) => match wait_until(at, &stop) {
+            Ok(late) => late,
+            Err(e) => {
+                eprintln!("ws-loadgen: {e}");
+                return EXIT_CANNOT_RUN;
+            }
+        },
+        None => None,
+    };
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let rss_start = resident_bytes();
-    let cpu_start = cpu_seconds();
     let n = cfg.cores.len();
     let stage_count = cfg.plan.stages.len();
     let total_s = cfg.plan.total_ns() as f64 / 1e9;
-    let sh = Arc::new(Shared::new(cfg, now_ns(), stop.clone()));
+    let sampler = match server_sampler(&cfg, args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ws-loadgen: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    let mut shared = Shared::new(cfg, now_ns(), stop.clone());
+    shared.start_late_ms = late;
+    let sh = Arc::new(shared);
+    let sampling = sampler.map(|m| Sampler::start(m, sh.start_ns));
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
@@ -172,13 +306,14 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     for h in handles {
         let _ = h.join();
     }
+    let server_samples = sampling.map(Sampler::finish).unwrap_or_default();
     progress.finish();
     rss_peak = rss_peak.max(resident_bytes());
     agg.finalize_seconds(true);
     let load_s = load_end_ns.min(now_ns()).saturating_sub(sh.start_ns) as f64 / 1e9;
     let interrupted = stop.load(Ordering::Relaxed);
 
-    let report = build_report(
+    let mut report = build_report(
         &sh,
         args,
         agg,
@@ -188,6 +323,13 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
         (rss_start, rss_peak),
         cpu_seconds() - cpu_start,
     );
+    report.server_samples = server_samples;
+    if let Some(path) = &args.json {
+        write_json("ws-loadgen", path, "the JSON report", &report);
+    }
+    if let Some(path) = &args.html {
+        write_file("ws-loadgen", path, crate::report::run_html::page(&report));
+    }
     print!("{}", report.to_text());
     report.exit_code
 }
@@ -470,10 +612,13 @@ fn build_report(
             handshakes_resumed: c.tls_resumed,
         }),
         script: cfg.script.as_deref().map(|sc| script_report(cfg, sc, t)),
+        host_label: cfg.host_label.clone(),
+        start_at_unix_ms: cfg.start_at_unix_ms,
+        start_late_ms: sh.start_late_ms,
+        hosts: Vec::new(),
+        clock_note: None,
+        server_samples: Vec::new(),
     };
-    if let Some(path) = &args.json {
-        write_json("ws-loadgen", path, "the JSON report", &report);
-    }
     if let (Some(path), Some(log)) = (&args.hdr_log, hdr) {
         match log.finish(started_unix.as_secs_f64()) {
             Ok(b) => write_file("ws-loadgen", path, b),

@@ -1,0 +1,187 @@
+//! `ws-loadgen merge REPORT.json...`: one report from the JSON reports of several load
+//! generators (`report::merge`), thresholds evaluated on the merged figures, exit codes as
+//! for `run` (0 pass, 1 a threshold failed, 2 the reports cannot be read or combined).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
+use crate::commands::run::args::{parse_p99, P99Limit};
+use crate::config::parse::parse_ratio;
+use crate::report::merge::merge;
+use crate::report::run::{HistSummaryRef, Report};
+use crate::report::thresholds::{Observed, Thresholds};
+use crate::report::{write_file, write_json};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Three load machines started together, then one answer
+  ws-loadgen run --script chat.toml --start-at 2026-12-07T10:00:00Z --conn-offset 0     --json a.json
+  ws-loadgen run --script chat.toml --start-at 2026-12-07T10:00:00Z --conn-offset 10000 --json b.json
+  ws-loadgen run --script chat.toml --start-at 2026-12-07T10:00:00Z --conn-offset 20000 --json c.json
+  ws-loadgen merge a.json b.json c.json --json all.json --html all.html --max-p99 say=50ms
+
+Exit codes: 0 every threshold holds on the merged figures, 1 one fails, 2 the reports cannot
+be read or combined (another version, scenario or stage plan).";
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct MergeArgs {
+    /// JSON reports of `ws-loadgen run` (--json), or of an earlier merge.
+    #[arg(required = true, value_name = "REPORT.json")]
+    pub reports: Vec<PathBuf>,
+
+    /// Write the merged report as JSON (mergeable again).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write the merged report as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Threshold: error rate at most this, on the merged figures.
+    #[arg(long, value_parser = parse_ratio, value_name = "RATE")]
+    pub max_error_rate: Option<f64>,
+
+    /// Threshold: p99 at most this, of the main latency or of a named row (as for `run`).
+    #[arg(long, value_parser = parse_p99, value_name = "[NAME=]DURATION")]
+    pub max_p99: Vec<P99Limit>,
+
+    /// Threshold: at least this many connections open at once, all hosts together.
+    #[arg(long, value_name = "N")]
+    pub min_connections: Option<u32>,
+}
+
+/// The p99 of every latency row of a report, by the names `--max-p99 NAME=` takes.
+pub fn rows(r: &Report) -> Vec<(String, Option<u64>)> {
+    let p = |h: HistSummaryRef| h.filter(|h| h.count > 0).map(|h| h.p99);
+    let l = &r.latency;
+    let mut v = vec![
+        ("connect".to_string(), p(Some(&l.connect))),
+        ("tls".into(), p(l.tls.as_ref())),
+        ("handshake".into(), p(Some(&l.handshake))),
+        ("http".into(), p(l.http.as_ref())),
+        ("rtt".into(), p(Some(&l.rtt))),
+        ("pong".into(), p(Some(&l.pong))),
+        ("delivery".into(), p(l.delivery.as_ref())),
+    ];
+    if let Some(s) = &r.script {
+        for st in &s.steps {
+            v.push((st.name.clone(), p(st.latency.as_ref())));
+        }
+        if let Some(lp) = &s.loop_ {
+            let main = if lp.echo { &lp.rtt } else { &lp.delivery };
+            v.push((lp.name.clone(), p(Some(main))));
+            v.push((format!("{}.rtt", lp.name), p(Some(&lp.rtt))));
+            v.push((format!("{}.delivery", lp.name), p(Some(&lp.delivery))));
+        }
+    }
+    v
+}
+
+/// The p99 of a report's main latency (`main_latency` names it).
+pub fn main_p99(r: &Report) -> Option<u64> {
+    let name = r.main_latency.as_str();
+    let rows = rows(r);
+    let key = match name {
+        "fanout" | "push" => "delivery".to_string(),
+        n => match n.rsplit_once(' ') {
+            Some((lp, kind)) => format!("{lp}.{kind}"),
+            None => n.to_string(),
+        },
+    };
+    rows.into_iter().find(|(n, _)| *n == key).and_then(|r| r.1)
+}
+
+pub fn run(a: &MergeArgs) -> i32 {
+    let mut reports = Vec::new();
+    let mut names = Vec::new();
+    for p in &a.reports {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("ws-loadgen merge: cannot read {}: {e}", p.display());
+                return EXIT_CANNOT_RUN;
+            }
+        };
+        match serde_json::from_str::<Report>(&text) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!(
+                    "ws-loadgen merge: {} is not a ws-loadgen run report: {e} (line {}, column {})",
+                    p.display(),
+                    e.line(),
+                    e.column()
+                );
+                return EXIT_CANNOT_RUN;
+            }
+        }
+        names.push(p.display().to_string());
+    }
+    let mut m = match merge(&reports, &names) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ws-loadgen merge: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
+    let rows = rows(&m);
+    for l in &a.max_p99 {
+        if let Some(r) = l.row.as_ref().filter(|r| !rows.iter().any(|x| &x.0 == *r)) {
+            let known: Vec<&str> = rows.iter().map(|x| x.0.as_str()).collect();
+            eprintln!(
+                "ws-loadgen merge: --max-p99 {r}=…: no latency row {r:?}; rows: {}",
+                known.join(", ")
+            );
+            return EXIT_CANNOT_RUN;
+        }
+    }
+    let t = Thresholds {
+        max_error_rate: a.max_error_rate,
+        max_p99_us: a
+            .max_p99
+            .iter()
+            .map(|l| {
+                (
+                    l.row.clone(),
+                    l.limit.as_micros().min(u64::MAX as u128) as u64,
+                )
+            })
+            .collect(),
+        min_connections: a.min_connections,
+    };
+    m.thresholds = t.evaluate(&Observed {
+        error_rate: m.error_rate,
+        p99_us: main_p99(&m),
+        latency_name: m.main_latency.clone(),
+        rows,
+        peak_open: m.connections.peak_open,
+    });
+    m.exit_code = if m.connections.established == 0 {
+        m.error = Some("no connection was established on any host".into());
+        EXIT_CANNOT_RUN
+    } else if m.thresholds.iter().any(|o| !o.pass) {
+        EXIT_THRESHOLD
+    } else {
+        EXIT_OK
+    };
+    for o in m.thresholds.iter().filter(|o| !o.pass) {
+        eprintln!(
+            "ws-loadgen merge: threshold {} failed: limit {}, actual {}",
+            o.name, o.limit, o.actual
+        );
+    }
+    if let Some(p) = &a.json {
+        write_json("ws-loadgen merge", p, "the merged report", &m);
+    }
+    if let Some(p) = &a.html {
+        write_file(
+            "ws-loadgen merge",
+            p,
+            crate::report::run_html::page(&m).into_bytes(),
+        );
+    }
+    print!("{}", m.to_text());
+    m.exit_code
+}
