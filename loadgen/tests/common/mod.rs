@@ -400,8 +400,17 @@ impl WsServer {
         Self::start_cmd(Command::new(bin), args, None)
     }
 
-    fn start_cmd(mut cmd: Command, args: &[&str], nofile: Option<u64>) -> Self {
-        cmd.args(["--listen", "127.0.0.1:0"])
+    /// [`WsServer::start`] listening on `listen` (e.g. an address inside a namespace).
+    pub fn start_listen(prefix: &[&str], listen: &str, args: &[&str]) -> Self {
+        Self::start_cmd_on(command(prefix, server_bin()), listen, args, None)
+    }
+
+    fn start_cmd(cmd: Command, args: &[&str], nofile: Option<u64>) -> Self {
+        Self::start_cmd_on(cmd, "127.0.0.1:0", args, nofile)
+    }
+
+    fn start_cmd_on(mut cmd: Command, listen: &str, args: &[&str], nofile: Option<u64>) -> Self {
+        cmd.args(["--listen", listen])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
