@@ -12,6 +12,34 @@ pub fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A step of 1, 2 or 5 × 10^k that cuts `max` into about `ticks` parts, and the axis end
+/// (the first multiple of the step at or above `max`; at least one step).
+pub fn nice_axis(max: f64, ticks: u32) -> (f64, f64) {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    let raw = max / ticks.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    (step, ((max / step).ceil().max(1.0)) * step)
+}
+
+/// A tick value as text: thousands separated, decimals only when the step has them.
+fn tick_label(v: f64, step: f64) -> String {
+    if step >= 1.0 {
+        fmt_n(v.round() as u64)
+    } else {
+        let d = (-step.log10().floor()) as usize;
+        format!("{v:.d$}")
+    }
+}
+
 /// A named, coloured series of (x seconds, y) points.
 pub type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
 
@@ -19,16 +47,21 @@ pub type Series<'a> = (&'a str, &'a str, &'a [(f64, f64)]);
 pub fn svg_chart(series: &[Series<'_>], unit: &str, shade: Option<(f64, f64)>) -> String {
     let (w, hgt) = (900.0, 280.0);
     let (l, r, t, b) = (70.0, 20.0, 20.0, 40.0);
-    let xmax = series
-        .iter()
-        .flat_map(|s| s.2.iter().map(|p| p.0))
-        .fold(1.0f64, f64::max);
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.2.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.05;
+    // Axes end on round numbers: ticks every 1, 2 or 5 × 10^k.
+    let (xstep, xmax) = nice_axis(
+        series
+            .iter()
+            .flat_map(|s| s.2.iter().map(|p| p.0))
+            .fold(1.0f64, f64::max),
+        5,
+    );
+    let (ystep, ymax) = nice_axis(
+        series
+            .iter()
+            .flat_map(|s| s.2.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max),
+        4,
+    );
     let x = |v: f64| l + (w - l - r) * v / xmax;
     let y = |v: f64| hgt - b - (hgt - t - b) * v / ymax;
     let mut s = format!(
@@ -46,8 +79,9 @@ pub fn svg_chart(series: &[Series<'_>], unit: &str, shade: Option<(f64, f64)>) -
             t + 12.0
         );
     }
-    for k in 0..=4 {
-        let v = ymax / 1.05 * k as f64 / 4.0;
+    let yticks = (ymax / ystep).round() as usize;
+    for k in 0..=yticks {
+        let v = ystep * k as f64;
         let _ = writeln!(
             s,
             "<line x1=\"{l}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
@@ -56,16 +90,18 @@ pub fn svg_chart(series: &[Series<'_>], unit: &str, shade: Option<(f64, f64)>) -
             y(v),
             l - 6.0,
             y(v) + 4.0,
-            if v >= 1000.0 { fmt_n(v.round() as u64) } else { format!("{v:.1}") }
+            tick_label(v, ystep)
         );
     }
-    for k in 0..=5 {
-        let v = xmax * k as f64 / 5.0;
+    let xticks = (xmax / xstep).round() as usize;
+    for k in 0..=xticks {
+        let v = xstep * k as f64;
         let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{v:.0} s</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} s</text>",
             x(v),
-            hgt - b + 16.0
+            hgt - b + 16.0,
+            tick_label(v, xstep)
         );
     }
     let _ = writeln!(
@@ -104,4 +140,22 @@ pub fn svg_chart(series: &[Series<'_>], unit: &str, shade: Option<(f64, f64)>) -
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_end_on_round_numbers() {
+        assert_eq!(nice_axis(9.0, 5), (2.0, 10.0));
+        assert_eq!(nice_axis(1234.0, 4), (500.0, 1500.0));
+        assert_eq!(nice_axis(0.37, 4), (0.1, 0.4));
+        assert_eq!(nice_axis(0.0, 4), (0.5, 1.0));
+        assert_eq!(nice_axis(100.0, 4), (50.0, 100.0));
+        assert_eq!(tick_label(1500.0, 500.0), "1,500");
+        assert_eq!(tick_label(0.30000000000000004, 0.1), "0.3");
+        let svg = svg_chart(&[("a", "#000", &[(0.0, 0.0), (9.0, 1234.0)])], "ms", None);
+        assert!(svg.contains(">1,500<") && svg.contains(">10 s<"), "{svg}");
+    }
 }
