@@ -11,6 +11,7 @@ pub mod ceiling;
 pub mod doctor;
 pub mod hdr_log;
 pub mod html;
+pub mod live;
 pub mod merge;
 pub mod progress;
 pub mod run;

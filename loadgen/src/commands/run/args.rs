@@ -209,6 +209,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
 
+    /// Serve the load's own figures as Prometheus metrics on ADDR (GET /metrics, updated
+    /// once a second), for Grafana next to the server's (deploy/grafana/).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Write per-second histograms in the HdrHistogram interval-log format.
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,

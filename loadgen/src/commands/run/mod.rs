@@ -24,6 +24,7 @@ use crate::engine::stats::Stats;
 use crate::limits::metrics::MetricsUrl;
 use crate::report::aggregate::{latency_of, Agg};
 use crate::report::hdr_log::HdrLog;
+use crate::report::live::Live;
 use crate::report::progress::{Progress, Tick};
 use crate::report::run::ServerSample;
 use crate::report::run::{
@@ -209,6 +210,26 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     shared.start_late_ms = late;
     let sh = Arc::new(shared);
     let sampling = sampler.map(|m| Sampler::start(m, sh.start_ns));
+    let live = match args.metrics_listen {
+        Some(addr) => match Live::serve(addr) {
+            Ok((l, bound)) => {
+                eprintln!("ws-loadgen: metrics on http://{bound}/metrics");
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("ws-loadgen: {e}");
+                stop.store(true, Ordering::Relaxed);
+                None
+            }
+        },
+        None => None,
+    };
+    let step_names: Vec<String> = sh
+        .cfg
+        .script
+        .as_deref()
+        .map(|s| s.open.iter().map(|st| st.name.clone()).collect())
+        .unwrap_or_default();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
@@ -301,6 +322,15 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
             };
             progress.tick(&tick);
             last_tick = (now, est, rec);
+            if let Some(l) = &live {
+                l.set(crate::report::live::page(
+                    &sh.cfg.host_label,
+                    &agg.total,
+                    tick.open,
+                    tick.pending,
+                    &step_names,
+                ));
+            }
         }
     }
     for h in handles {
