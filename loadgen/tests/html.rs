@@ -50,7 +50,7 @@ fn render(page: &Path) -> Option<String> {
         .expect("run chromium");
     let log = String::from_utf8_lossy(&out.stderr);
     // Console messages come out as CONSOLE(...) lines; the pages have no script at all.
-    for l in log.lines().filter(|l| l.contains(":CONSOLE")) {
+    if let Some(l) = log.lines().find(|l| l.contains(":CONSOLE")) {
         panic!("console message from {url}: {l}");
     }
     let png = std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot of {url}:\n{log}"));
