@@ -14,6 +14,12 @@ python3 -c "import websockets; print('websockets', websockets.__version__)"
 command -v openssl >/dev/null 2>&1 ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 openssl version
+# Chromium: the HTML report tests render every page headless (they skip with a note
+# where it cannot be installed).
+command -v chromium >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } ||
+    echo "note: chromium could not be installed: the HTML rendering tests will skip"
+command -v chromium >/dev/null 2>&1 && chromium --version || true
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -210,6 +210,12 @@ fn the_ceiling_page_renders() {
     let dom = render(&page).unwrap();
     assert!(dom.contains("ws-ceiling report"));
     assert!(dom.contains("Ceiling: 400 connections"), "{dom}");
-    assert!(svg_count(&dom) >= 2);
+    // Open connections, pong p99, and the server's CPU and memory (read from /proc: the
+    // server is a local process).
+    assert!(
+        dom.contains("Server CPU") && dom.contains("Server memory"),
+        "{dom}"
+    );
+    assert!(svg_count(&dom) >= 4);
     let _ = std::fs::remove_file(&page);
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 pub mod bounds;
 pub mod metrics;
+pub mod sampler;
 pub mod tls_probe;
 pub mod verdict;
 
@@ -181,6 +182,21 @@ pub fn proc_rss(pid: u32) -> Option<u64> {
         .map(|k| k * 1024)
 }
 
+/// User + system CPU seconds of a process (/proc/PID/stat, in clock ticks).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime) = (
+        f.get(11)?.parse::<f64>().ok()?,
+        f.get(12)?.parse::<f64>().ok()?,
+    );
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((utime + stime) / hz)
+}
+
 /// The command name of a process.
 pub fn proc_comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -251,6 +267,17 @@ pub fn find_server(addr: SocketAddr, explicit: Option<u32>) -> Option<(u32, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_cpu_seconds_from_proc() {
+        let mut x = 0u64;
+        for i in 0..3_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        let cpu = proc_cpu_seconds(std::process::id()).unwrap();
+        assert!((0.0..3600.0).contains(&cpu), "{cpu}");
+    }
 
     #[test]
     fn parsers() {

@@ -215,6 +215,9 @@ pub struct CeilingReport {
     /// 2: could not run.
     pub exit_code: i32,
     pub error: Option<String>,
+    /// The server's CPU and RSS once a second (from /proc when local, else /metrics).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_samples: Vec<crate::limits::sampler::ServerSample>,
 }
 
 /// Fewer connections than this make per-connection memory figures rough.
@@ -520,6 +523,30 @@ impl CeilingReport {
             "ms",
             hold_span,
         ));
+        if !self.server_samples.is_empty() {
+            let cpu: Vec<(f64, f64)> = self
+                .server_samples
+                .iter()
+                .map(|s| (s.t_s, s.cpu_percent))
+                .collect();
+            let rss: Vec<(f64, f64)> = self
+                .server_samples
+                .iter()
+                .map(|s| (s.t_s, s.rss_bytes as f64 / 1048576.0))
+                .collect();
+            let _ = writeln!(h, "<h2>Server CPU</h2>");
+            h.push_str(&svg_chart(
+                &[("server CPU", "#17becf", &cpu)],
+                "% of one core",
+                hold_span,
+            ));
+            let _ = writeln!(h, "<h2>Server memory (RSS)</h2>");
+            h.push_str(&svg_chart(
+                &[("server RSS", "#bcbd22", &rss)],
+                "MiB",
+                hold_span,
+            ));
+        }
         let _ = writeln!(
             h,
             "<h2>Steps</h2><table><tr><th>step</th><th>target</th><th>open</th><th>failed</th><th>error rate</th>\

@@ -328,15 +328,7 @@ pub struct SecondReport {
     pub latency_hist: String,
 }
 
-/// The server at one moment of the run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ServerSample {
-    /// Seconds since the run started.
-    pub t_s: f64,
-    /// CPU over the last interval, % of one core.
-    pub cpu_percent: f64,
-    pub rss_bytes: u64,
-}
+pub use crate::limits::sampler::ServerSample;
 
 /// A histogram row that may be absent.
 pub type HistSummaryRef<'a> = Option<&'a HistSummary>;

@@ -39,6 +39,7 @@ use crate::engine::stats::{decode_hist, merge_map, new_hist, Counters};
 use crate::fmt::{fmt_n, opt_us};
 use crate::limits::bounds::{self, Bound, GatherOpts, Inputs, Limits};
 use crate::limits::metrics::{MetricsUrl, ServerMetrics};
+use crate::limits::sampler::{Sampler, Source};
 use crate::limits::verdict::{Evidence, ServerEvidence, StopReason, Verdict};
 use crate::limits::{self};
 use crate::report::ceiling::{
@@ -48,6 +49,7 @@ use crate::report::ceiling::{
 use crate::report::progress::ProgressMode;
 use crate::report::{write_file, write_json};
 use agent::{AgentMsg, Cmd, GroupDelta};
+use ws_common::payload::now_ns;
 
 /// Most steps a ramp may have (each is a worker thread in every agent).
 pub const MAX_STEPS: u64 = 400;
@@ -698,6 +700,13 @@ pub fn run(a: &CeilingArgs) -> i32 {
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    // The server's CPU and RSS once a second for the report's plots: from /proc when it is
+    // a local process (a /metrics scrape would cost it a descriptor near its limit).
+    let sampler = match (server_pid, &metrics) {
+        (Some(pid), _) => Some(Sampler::start(Source::Proc(pid), now_ns())),
+        (None, Some(m)) => Some(Sampler::start(Source::Metrics(m.clone()), now_ns())),
+        (None, None) => None,
+    };
     let hello_by = Instant::now() + Duration::from_secs(10);
     while !d.agents.iter().all(|x| x.hello || x.gone) && Instant::now() < hello_by {
         d.pump(Instant::now() + Duration::from_millis(50));
@@ -1108,6 +1117,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
     } else {
         None
     };
+    let server_samples = sampler.map(Sampler::finish).unwrap_or_default();
     let report = CeilingReport {
         tool: "ws-loadgen ceiling".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -1192,6 +1202,7 @@ pub fn run(a: &CeilingArgs) -> i32 {
         timeline: std::mem::take(&mut d.timeline),
         exit_code,
         error,
+        server_samples,
     };
     // Files first: stdout may be gone (a pipe whose reader was interrupted).
     if let Some(p) = &a.json {

@@ -22,11 +22,11 @@ use crate::config::script::Script;
 use crate::config::Main;
 use crate::engine::stats::Stats;
 use crate::limits::metrics::MetricsUrl;
+use crate::limits::sampler::{Sampler, Source};
 use crate::report::aggregate::{latency_of, Agg};
 use crate::report::hdr_log::HdrLog;
 use crate::report::live::Live;
 use crate::report::progress::{Progress, Tick};
-use crate::report::run::ServerSample;
 use crate::report::run::{
     BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, LoopReport, Messages, Process,
     PushReport, Report, ScriptReport, StageReport, StepReport, TlsReport,
@@ -61,70 +61,6 @@ fn server_sampler(cfg: &RunConfig, args: &RunArgs) -> Result<Option<MetricsUrl>,
         return Ok(None);
     }
     MetricsUrl::choose(args.metrics_url.as_deref(), &cfg.admin)
-}
-
-/// Reads the server's CPU and RSS once a second on a thread of its own (never on a
-/// worker), until the run is over.
-struct Sampler {
-    done: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Vec<ServerSample>>,
-}
-
-impl Sampler {
-    fn start(m: MetricsUrl, start_ns: u64) -> Self {
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        let handle = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let mut last: Option<(f64, f64)> = None; // (t, cpu seconds)
-            let mut warned = false;
-            while !d.load(Ordering::Relaxed) {
-                let t = now_ns().saturating_sub(start_ns) as f64 / 1e9;
-                match m.scrape(Duration::from_millis(500)) {
-                    Ok(page) => {
-                        let cpu = page.sum("process_cpu_seconds_total");
-                        let rss = page.sum("process_resident_memory_bytes");
-                        if let (Some(cpu), Some(rss)) = (cpu, rss) {
-                            if let Some((t0, c0)) = last {
-                                let dt = (t - t0).max(1e-3);
-                                out.push(ServerSample {
-                                    t_s: t,
-                                    cpu_percent: ((cpu - c0) / dt * 100.0).max(0.0),
-                                    rss_bytes: rss as u64,
-                                });
-                            }
-                            last = Some((t, cpu));
-                        } else if !warned {
-                            warned = true;
-                            eprintln!(
-                                "ws-loadgen: the server's metrics have no process_cpu_seconds_total / \
-                                 process_resident_memory_bytes: no server CPU and memory in the report"
-                            );
-                        }
-                    }
-                    Err(e) if !warned => {
-                        warned = true;
-                        eprintln!("ws-loadgen: cannot sample the server's metrics ({e}); the report will lack them where it fails");
-                    }
-                    Err(_) => {}
-                }
-                // Sleep to the next whole second of the run, waking early when it ends.
-                let next =
-                    (t.floor() + 1.0 - now_ns().saturating_sub(start_ns) as f64 / 1e9).max(0.05);
-                let until = std::time::Instant::now() + Duration::from_secs_f64(next);
-                while std::time::Instant::now() < until && !d.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            out
-        });
-        Self { done, handle }
-    }
-
-    fn finish(self) -> Vec<ServerSample> {
-        self.done.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
-    }
 }
 
 /// Longest wait for `--start-at`.
@@ -209,7 +145,7 @@ fn execute(cfg: RunConfig, args: &RunArgs, stop: Arc<AtomicBool>) -> i32 {
     let mut shared = Shared::new(cfg, now_ns(), stop.clone());
     shared.start_late_ms = late;
     let sh = Arc::new(shared);
-    let sampling = sampler.map(|m| Sampler::start(m, sh.start_ns));
+    let sampling = sampler.map(|m| Sampler::start(Source::Metrics(m), sh.start_ns));
     let live = match args.metrics_listen {
         Some(addr) => match Live::serve(addr) {
             Ok((l, bound)) => {
