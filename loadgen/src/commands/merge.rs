@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
-use crate::commands::run::args::{parse_p99, P99Limit};
 use crate::config::parse::parse_ratio;
 use crate::report::merge::merge;
 use crate::report::run::{HistSummaryRef, Report};
+use crate::report::thresholds::{parse_p99, unknown_row, P99Limit};
 use crate::report::thresholds::{Observed, Thresholds};
 use crate::report::{write_file, write_json};
 
@@ -127,30 +127,12 @@ pub fn run(a: &MergeArgs) -> i32 {
         }
     };
     let rows = rows(&m);
-    for l in &a.max_p99 {
-        if let Some(r) = l.row.as_ref().filter(|r| !rows.iter().any(|x| &x.0 == *r)) {
-            let known: Vec<&str> = rows.iter().map(|x| x.0.as_str()).collect();
-            eprintln!(
-                "ws-loadgen merge: --max-p99 {r}=…: no latency row {r:?}; rows: {}",
-                known.join(", ")
-            );
-            return EXIT_CANNOT_RUN;
-        }
+    let known: Vec<String> = rows.iter().map(|x| x.0.clone()).collect();
+    if let Some(e) = unknown_row(&a.max_p99, &known) {
+        eprintln!("ws-loadgen merge: {e}");
+        return EXIT_CANNOT_RUN;
     }
-    let t = Thresholds {
-        max_error_rate: a.max_error_rate,
-        max_p99_us: a
-            .max_p99
-            .iter()
-            .map(|l| {
-                (
-                    l.row.clone(),
-                    l.limit.as_micros().min(u64::MAX as u128) as u64,
-                )
-            })
-            .collect(),
-        min_connections: a.min_connections,
-    };
+    let t = Thresholds::new(a.max_error_rate, &a.max_p99, a.min_connections);
     m.thresholds = t.evaluate(&Observed {
         error_rate: m.error_rate,
         p99_us: main_p99(&m),

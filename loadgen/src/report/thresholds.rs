@@ -2,9 +2,49 @@
 //! A threshold that cannot be checked (no latency sample at all) fails: no evidence is not
 //! a pass.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::fmt::fmt_us;
+
+/// A `--max-p99` value: a latency row (None: the main one) and its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct P99Limit {
+    pub row: Option<String>,
+    pub limit: Duration,
+}
+
+/// `200ms` or `login=1s`.
+pub fn parse_p99(s: &str) -> Result<P99Limit, String> {
+    match s.split_once('=') {
+        Some((name, d)) => {
+            let name = name.trim().replace(' ', ".");
+            if name.is_empty() {
+                return Err(format!("{s:?}: give NAME=DURATION or DURATION"));
+            }
+            Ok(P99Limit {
+                row: Some(name),
+                limit: crate::config::plan::parse_duration(d)?,
+            })
+        }
+        None => Ok(P99Limit {
+            row: None,
+            limit: crate::config::plan::parse_duration(s)?,
+        }),
+    }
+}
+
+/// `--max-p99 NAME=…` naming a row that is not among `known`: the message that says so.
+pub fn unknown_row(limits: &[P99Limit], known: &[String]) -> Option<String> {
+    limits.iter().find_map(|l| {
+        let r = l.row.as_ref().filter(|r| !known.contains(r))?;
+        Some(format!(
+            "--max-p99 {r}=…: no latency row {r:?} in this run; rows: {}",
+            known.join(", ")
+        ))
+    })
+}
 
 /// The thresholds asked for.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +78,27 @@ pub struct Observed {
 }
 
 impl Thresholds {
+    /// From the command line's values.
+    pub fn new(
+        max_error_rate: Option<f64>,
+        max_p99: &[P99Limit],
+        min_connections: Option<u32>,
+    ) -> Self {
+        Self {
+            max_error_rate,
+            max_p99_us: max_p99
+                .iter()
+                .map(|l| {
+                    (
+                        l.row.clone(),
+                        l.limit.as_micros().min(u64::MAX as u128) as u64,
+                    )
+                })
+                .collect(),
+            min_connections,
+        }
+    }
+
     pub fn evaluate(&self, o: &Observed) -> Vec<Outcome> {
         let mut out = Vec::new();
         if let Some(max) = self.max_error_rate {

@@ -139,6 +139,42 @@ pub struct Scripted {
     wall_at: u64,
 }
 
+/// Renders `p` for connection `conn` (its `seq`, CSV `row`, and the stamp's sequence and
+/// wall-clock send time) into `buf` and sends it on slot `idx`.
+#[allow(clippy::too_many_arguments)]
+fn send_rendered(
+    io: &mut Io,
+    buf: &mut Vec<u8>,
+    idx: usize,
+    p: &Payload,
+    conn: u64,
+    seq: u64,
+    row: &[String],
+    (stamp_seq, sent_ns): (u64, u64),
+) {
+    match p {
+        Payload::Text(t) => {
+            buf.clear();
+            let stamp = Stamp {
+                sender: conn as u32,
+                seq: stamp_seq,
+                sent_ns,
+            };
+            t.render(
+                &Vars {
+                    conn,
+                    seq,
+                    row,
+                    stamp,
+                },
+                buf,
+            );
+            io.send_data(idx, true, buf);
+        }
+        Payload::Binary(b) => io.send_data(idx, false, b),
+    }
+}
+
 /// CLOCK_REALTIME − CLOCK_MONOTONIC now, ns.
 fn wall_offset() -> i64 {
     crate::engine::sys::realtime_ns() as i64 - ws_common::payload::now_ns() as i64
@@ -197,25 +233,10 @@ impl Scripted {
     fn send_payload(&mut self, io: &mut Io, idx: usize, p: &Payload, now: u64) {
         let conn = self.conn(idx);
         let s = &mut self.slots[idx];
-        match p {
-            Payload::Text(t) => {
-                self.buf.clear();
-                let v = Vars {
-                    conn,
-                    seq: s.seq,
-                    row: self.script.row(conn),
-                    stamp: Stamp {
-                        sender: conn as u32,
-                        // Not a loop message: a sequence no loop message has.
-                        seq: 0xffff_ffff_ffff,
-                        sent_ns: now.wrapping_add_signed(self.wall),
-                    },
-                };
-                t.render(&v, &mut self.buf);
-                io.send_data(idx, true, &self.buf);
-            }
-            Payload::Binary(b) => io.send_data(idx, false, b),
-        }
+        // Not a loop message: a sequence no loop message has.
+        let stamp = (0xffff_ffff_ffff, now.wrapping_add_signed(self.wall));
+        let row = self.script.row(conn);
+        send_rendered(io, &mut self.buf, idx, p, conn, s.seq, row, stamp);
         s.seq += 1;
     }
 
@@ -302,24 +323,9 @@ impl Scripted {
         }
         let conn = self.base + idx as u64;
         let s = &mut self.slots[idx];
-        match p {
-            Payload::Text(t) => {
-                self.buf.clear();
-                let v = Vars {
-                    conn,
-                    seq: s.seq,
-                    row: self.script.row(conn),
-                    stamp: Stamp {
-                        sender: conn as u32,
-                        seq: s.loop_seq,
-                        sent_ns: intended.wrapping_add_signed(self.wall),
-                    },
-                };
-                t.render(&v, &mut self.buf);
-                io.send_data(idx, true, &self.buf);
-            }
-            Payload::Binary(b) => io.send_data(idx, false, b),
-        }
+        let stamp = (s.loop_seq, intended.wrapping_add_signed(self.wall));
+        let row = self.script.row(conn);
+        send_rendered(io, &mut self.buf, idx, p, conn, s.seq, row, stamp);
         s.seq += 1;
         s.loop_seq += 1;
         if lp.echo {

@@ -20,6 +20,7 @@ use crate::config::{
     MAX_FRAME_LIMIT, MAX_PAYLOAD, MAX_PUSH_CONCURRENCY, MAX_TRACKING_BYTES,
 };
 use crate::report::progress::ProgressMode;
+use crate::report::thresholds::unknown_row;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -239,32 +240,7 @@ pub struct RunArgs {
     pub progress: ProgressMode,
 }
 
-/// A `--max-p99` value: a latency row (None: the main one) and its limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct P99Limit {
-    pub row: Option<String>,
-    pub limit: Duration,
-}
-
-/// `200ms` or `login=1s`.
-pub fn parse_p99(s: &str) -> Result<P99Limit, String> {
-    match s.split_once('=') {
-        Some((name, d)) => {
-            let name = name.trim().replace(' ', ".");
-            if name.is_empty() {
-                return Err(format!("{s:?}: give NAME=DURATION or DURATION"));
-            }
-            Ok(P99Limit {
-                row: Some(name),
-                limit: parse_duration(d)?,
-            })
-        }
-        None => Ok(P99Limit {
-            row: None,
-            limit: parse_duration(s)?,
-        }),
-    }
-}
+pub use crate::report::thresholds::{parse_p99, P99Limit};
 
 /// `--start-at`: Unix seconds (fractions allowed) or RFC 3339, as Unix milliseconds.
 pub fn parse_start_at(s: &str) -> Result<u64, String> {
@@ -665,13 +641,8 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         .map(|s| s.to_string())
         .collect();
     known.extend(cfg.latency_rows().into_iter().map(|r| r.0));
-    for l in &a.max_p99 {
-        if let Some(r) = l.row.as_ref().filter(|r| !known.contains(r)) {
-            return Err(format!(
-                "--max-p99 {r}=…: no latency row {r:?} in this run; rows: {}",
-                known.join(", ")
-            ));
-        }
+    if let Some(e) = unknown_row(&a.max_p99, &known) {
+        return Err(e);
     }
     Ok(cfg)
 }

@@ -340,20 +340,7 @@ fn build_report(
             .into_iter()
             .map(|(n, m)| (n, p99_of(latency_of(m, t)))),
     );
-    let thresholds = Thresholds {
-        max_error_rate: args.max_error_rate,
-        max_p99_us: args
-            .max_p99
-            .iter()
-            .map(|l| {
-                (
-                    l.row.clone(),
-                    l.limit.as_micros().min(u64::MAX as u128) as u64,
-                )
-            })
-            .collect(),
-        min_connections: args.min_connections,
-    };
+    let thresholds = Thresholds::new(args.max_error_rate, &args.max_p99, args.min_connections);
     let outcomes = thresholds.evaluate(&Observed {
         error_rate: c.error_rate(),
         p99_us: p99,
