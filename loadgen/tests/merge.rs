@@ -201,3 +201,89 @@ fn thresholds_are_checked_on_the_merged_figures_and_bad_inputs_refused() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+#[test]
+fn scripted_hosts_in_one_room_merge_with_a_word_on_their_clocks() {
+    let _g = common::serial();
+    let srv = WsServer::start_on_two_cores(&[]);
+    let dir = temp_path("merge-script");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("room.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "url = \"ws://{}/broadcast?room=m\"\nconnections = 5\n[loop]\nname = \"say\"\nrate = 4\n\
+             send = '{{\"t\":\"{{{{stamp}}}}\"}}'\n",
+            srv.addr
+        ),
+    )
+    .unwrap();
+    let at = format!("{:.3}", unix_now() + 1.0);
+    let files: Vec<_> = (0..2).map(|i| dir.join(format!("h{i}.json"))).collect();
+    let kids: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(bin())
+                .args(["run", "--script"])
+                .arg(&file)
+                .args([
+                    "-d",
+                    "2s",
+                    "--start-at",
+                    &at,
+                    "--cores",
+                    "1",
+                    "--progress",
+                    "off",
+                ])
+                .args([
+                    "--conn-offset",
+                    &(i * 100).to_string(),
+                    "--host-label",
+                    &format!("h{i}"),
+                ])
+                .arg("--json")
+                .arg(&files[i])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut k in kids {
+        assert!(k.wait().unwrap().success());
+    }
+    let names: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    let (o, j) = merge(&names);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let per: Vec<serde_json::Value> = files.iter().map(|f| common::read_json(f)).collect();
+    let sum = |p: &str| {
+        per.iter()
+            .map(|r| r.pointer(p).unwrap().as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        j["script"]["loop"]["sent"].as_u64().unwrap(),
+        sum("/script/loop/sent")
+    );
+    assert_eq!(
+        j["script"]["loop"]["sent"].as_u64().unwrap(),
+        srv.metric("ws_messages_in_total")
+    );
+    assert_eq!(
+        j["script"]["loop"]["deliveries"].as_u64().unwrap(),
+        sum("/script/loop/deliveries")
+    );
+    assert_eq!(j["script"]["loop"]["gaps"], 0);
+    // Connections were numbered apart: no receiver mistook another's message for its own.
+    assert_eq!(j["script"]["loop"]["unexpected"], 0);
+    assert_eq!(j["script"]["loop"]["replies"], j["script"]["loop"]["sent"]);
+    // Deliveries crossed hosts: the report says what that latency rests on.
+    let note = j["clock_note"].as_str().unwrap_or("");
+    assert!(note.contains("wall-clock time"), "{}", text(&o));
+    assert!(
+        per.iter()
+            .all(|r| r["clock"]["max_error_us"].as_i64().is_some()),
+        "adjtimex read"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Clocks       delivery latency"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

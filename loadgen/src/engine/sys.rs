@@ -184,6 +184,20 @@ pub fn realtime_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// What the kernel knows of this clock's synchronisation (adjtimex, read only): whether
+/// NTP (or PTP, chrony) keeps it synchronised, and its estimated and maximum error, µs.
+pub fn clock_sync() -> Option<(bool, i64, i64)> {
+    // SAFETY: a zeroed timex with modes 0 only reads the kernel's state.
+    let mut t: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: t is a valid timex.
+    let state = unsafe { libc::adjtimex(&mut t) };
+    if state < 0 {
+        return None;
+    }
+    let synced = state != libc::TIME_ERROR && t.status & libc::STA_UNSYNC == 0;
+    Some((synced, t.esterror as i64, t.maxerror as i64))
+}
+
 /// Sleeps until CLOCK_MONOTONIC reaches `mono_ns` (returns early on a signal).
 pub fn sleep_until(mono_ns: u64) {
     let t = libc::timespec {

@@ -81,6 +81,7 @@ pub fn host_rows(r: &Report) -> Vec<HostRow> {
         cpu_seconds: r.process.cpu_seconds,
         rss_peak_bytes: r.process.rss_peak_bytes,
         exit_code: r.exit_code,
+        clock: r.clock,
     }]
 }
 
@@ -418,10 +419,21 @@ pub fn merge(reports: &[Report], names: &[String]) -> Result<Report, String> {
     let labels: std::collections::BTreeSet<&str> = hosts.iter().map(|h| h.label.as_str()).collect();
     let deliveries = m.latency.delivery.as_ref().is_some_and(|d| d.count > 0);
     m.clock_note = (labels.len() > 1 && deliveries).then(|| {
-        "delivery latency was measured on hosts other than the senders': it is receipt minus the \
-         sender's intended send time in wall-clock time, so it is as exact as the hosts' clocks \
-         agree (NTP: typically well under 1 ms on one network); rtt rows are each one host's clock"
-            .to_string()
+        let clocks: Vec<_> = hosts.iter().filter_map(|h| h.clock).collect();
+        let known = if clocks.len() < hosts.len() {
+            "the hosts' clock errors are not all known".to_string()
+        } else if clocks.iter().any(|c| !c.synced) {
+            let n = clocks.iter().filter(|c| !c.synced).count();
+            format!("{n} host(s) say their clock is NOT synchronised: cross-host deliveries are not to be trusted")
+        } else {
+            let worst = clocks.iter().map(|c| c.est_error_us).max().unwrap_or(0);
+            format!("every host's clock is synchronised, the largest estimated error {worst} µs (kernel, adjtimex)")
+        };
+        format!(
+            "delivery latency was measured on hosts other than the senders': it is receipt minus the \
+             sender's intended send time in wall-clock time, so it is as exact as the hosts' clocks \
+             agree; {known}; rtt rows are each one host's clock"
+        )
     });
     m.hosts = hosts;
     m.thresholds = Vec::new();

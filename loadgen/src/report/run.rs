@@ -330,6 +330,17 @@ pub struct SecondReport {
 
 pub use crate::limits::sampler::ServerSample;
 
+/// What the kernel knew of a host's clock at the end of its run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ClockSync {
+    /// Kept synchronised by NTP/PTP (no STA_UNSYNC).
+    pub synced: bool,
+    /// The kernel's estimated error of the wall clock, µs.
+    pub est_error_us: i64,
+    /// Its maximum error, µs.
+    pub max_error_us: i64,
+}
+
 /// A histogram row that may be absent.
 pub type HistSummaryRef<'a> = Option<&'a HistSummary>;
 
@@ -355,6 +366,8 @@ pub struct HostRow {
     pub cpu_seconds: f64,
     pub rss_peak_bytes: u64,
     pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockSync>,
 }
 
 /// Process figures.
@@ -432,6 +445,9 @@ pub struct Report {
     /// time, or its clock is behind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_late_ms: Option<f64>,
+    /// This host's clock as the kernel reports it (adjtimex), for cross-host latencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockSync>,
     /// `ws-loadgen merge`: the load generators this report was merged from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostRow>,

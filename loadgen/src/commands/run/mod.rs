@@ -28,8 +28,8 @@ use crate::report::hdr_log::HdrLog;
 use crate::report::live::Live;
 use crate::report::progress::{Progress, Tick};
 use crate::report::run::{
-    BroadcastReport, ConfigEcho, Connections, Heartbeat, Latency, LoopReport, Messages, Process,
-    PushReport, Report, ScriptReport, StageReport, StepReport, TlsReport,
+    BroadcastReport, ClockSync, ConfigEcho, Connections, Heartbeat, Latency, LoopReport, Messages,
+    Process, PushReport, Report, ScriptReport, StageReport, StepReport, TlsReport,
 };
 use crate::report::thresholds::{Observed, Thresholds};
 use crate::report::{write_file, write_json};
@@ -569,6 +569,11 @@ fn build_report(
         start_at_unix_ms: cfg.start_at_unix_ms,
         start_late_ms: sh.start_late_ms,
         hosts: Vec::new(),
+        clock: crate::engine::sys::clock_sync().map(|(synced, est, max)| ClockSync {
+            synced,
+            est_error_us: est,
+            max_error_us: max,
+        }),
         clock_note: None,
         server_samples: Vec::new(),
     };
