@@ -574,8 +574,12 @@ pub fn compile(path: &Path, text: &str) -> Result<Script, String> {
 mod tests {
     use super::*;
 
+    /// A directory of this call's own: tests run in parallel, and one rewriting a shared
+    /// users.csv while another reads it made the reader see an empty file.
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ws-script-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("ws-script-{}-{n}", std::process::id()));
         let _ = std::fs::create_dir_all(&d);
         std::fs::write(d.join("users.csv"), "user,token\nalice,t1\nbob,t2\n").unwrap();
         std::fs::write(d.join("ragged.csv"), "user,token\nalice\n").unwrap();
