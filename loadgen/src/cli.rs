@@ -19,7 +19,7 @@ use crate::commands::run::args::{RunArgs, EXAMPLES};
     name = "ws-loadgen",
     version,
     about = "Thread-per-core raw-socket WebSocket load generator that tells the truth.",
-    override_usage = "ws-loadgen [run] URL [OPTIONS]\n       ws-loadgen <COMMAND>",
+    override_usage = "ws-loadgen [run] URL [OPTIONS]\n       ws-loadgen run --script FILE [OPTIONS]\n       ws-loadgen <COMMAND>",
     after_help = EXAMPLES
 )]
 pub struct Cli {

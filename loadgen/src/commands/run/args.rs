@@ -41,6 +41,9 @@ Examples:
   # Push: 1000 users, 500 HTTP pushes/s to random users
   ws-loadgen ws://127.0.0.1:9001/ws --scenario push -c 1000 --rate 500 -d 30s
 
+  # Your own service, described in a scenario file (login, join, JSON messages)
+  ws-loadgen run --script examples/chat.toml -d 60s --max-p99 login=1s --max-p99 say=50ms
+
   # Fail (exit 1) unless p99 < 20 ms, errors < 0.1 % and 1000 connections were open
   ws-loadgen ws://127.0.0.1:9001/ws -c 1000 --max-p99 20ms --max-error-rate 0.1% \\
       --min-connections 1000 --json report.json
