@@ -9,7 +9,7 @@ use clap::Args;
 use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
 use crate::config::parse::parse_ratio;
 use crate::report::merge::merge;
-use crate::report::run::{HistSummaryRef, Report};
+use crate::report::run::Report;
 use crate::report::thresholds::{parse_p99, unknown_row, P99Limit};
 use crate::report::thresholds::{Observed, Thresholds};
 use crate::report::{write_file, write_json};
@@ -53,47 +53,6 @@ pub struct MergeArgs {
     pub min_connections: Option<u32>,
 }
 
-/// The p99 of every latency row of a report, by the names `--max-p99 NAME=` takes.
-pub fn rows(r: &Report) -> Vec<(String, Option<u64>)> {
-    let p = |h: HistSummaryRef| h.filter(|h| h.count > 0).map(|h| h.p99);
-    let l = &r.latency;
-    let mut v = vec![
-        ("connect".to_string(), p(Some(&l.connect))),
-        ("tls".into(), p(l.tls.as_ref())),
-        ("handshake".into(), p(Some(&l.handshake))),
-        ("http".into(), p(l.http.as_ref())),
-        ("rtt".into(), p(Some(&l.rtt))),
-        ("pong".into(), p(Some(&l.pong))),
-        ("delivery".into(), p(l.delivery.as_ref())),
-    ];
-    if let Some(s) = &r.script {
-        for st in &s.steps {
-            v.push((st.name.clone(), p(st.latency.as_ref())));
-        }
-        if let Some(lp) = &s.loop_ {
-            let main = if lp.echo { &lp.rtt } else { &lp.delivery };
-            v.push((lp.name.clone(), p(Some(main))));
-            v.push((format!("{}.rtt", lp.name), p(Some(&lp.rtt))));
-            v.push((format!("{}.delivery", lp.name), p(Some(&lp.delivery))));
-        }
-    }
-    v
-}
-
-/// The p99 of a report's main latency (`main_latency` names it).
-pub fn main_p99(r: &Report) -> Option<u64> {
-    let name = r.main_latency.as_str();
-    let rows = rows(r);
-    let key = match name {
-        "fanout" | "push" => "delivery".to_string(),
-        n => match n.rsplit_once(' ') {
-            Some((lp, kind)) => format!("{lp}.{kind}"),
-            None => n.to_string(),
-        },
-    };
-    rows.into_iter().find(|(n, _)| *n == key).and_then(|r| r.1)
-}
-
 pub fn run(a: &MergeArgs) -> i32 {
     let mut reports = Vec::new();
     let mut names = Vec::new();
@@ -126,20 +85,14 @@ pub fn run(a: &MergeArgs) -> i32 {
             return EXIT_CANNOT_RUN;
         }
     };
-    let rows = rows(&m);
-    let known: Vec<String> = rows.iter().map(|x| x.0.clone()).collect();
+    let observed = Observed::of(&m);
+    let known: Vec<String> = observed.rows.iter().map(|x| x.0.clone()).collect();
     if let Some(e) = unknown_row(&a.max_p99, &known) {
         eprintln!("ws-loadgen merge: {e}");
         return EXIT_CANNOT_RUN;
     }
     let t = Thresholds::new(a.max_error_rate, &a.max_p99, a.min_connections);
-    m.thresholds = t.evaluate(&Observed {
-        error_rate: m.error_rate,
-        p99_us: main_p99(&m),
-        latency_name: m.main_latency.clone(),
-        rows,
-        peak_open: m.connections.peak_open,
-    });
+    m.thresholds = t.evaluate(&observed);
     m.exit_code = if m.connections.established == 0 {
         m.error = Some("no connection was established on any host".into());
         EXIT_CANNOT_RUN

@@ -327,60 +327,6 @@ fn build_report(
     let t = &agg.total;
     let c = &t.c;
     let (_, latency_name) = cfg.main_latency();
-    let p99_of =
-        |h: &hdrhistogram::Histogram<u64>| (!h.is_empty()).then(|| h.value_at_quantile(0.99));
-    let p99 = p99_of(agg.latency(t));
-    let mut rows: Vec<(String, Option<u64>)> =
-        t.h.named()
-            .iter()
-            .map(|(n, h)| (n.to_string(), p99_of(h)))
-            .collect();
-    rows.extend(
-        cfg.latency_rows()
-            .into_iter()
-            .map(|(n, m)| (n, p99_of(latency_of(m, t)))),
-    );
-    let thresholds = Thresholds::new(args.max_error_rate, &args.max_p99, args.min_connections);
-    let outcomes = thresholds.evaluate(&Observed {
-        error_rate: c.error_rate(),
-        p99_us: p99,
-        latency_name: latency_name.clone(),
-        rows,
-        peak_open: agg.peak_open,
-    });
-    let (exit_code, error) = if c.connects_established == 0 {
-        let why = if t.failures.is_empty() {
-            "no connection was attempted".to_string()
-        } else {
-            t.failures
-                .iter()
-                .map(|(k, v)| format!("{k} ×{v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        (
-            EXIT_CANNOT_RUN,
-            Some(format!(
-                "no connection could be established to {} ({}): {why}{}",
-                cfg.target.url,
-                cfg.target.addr,
-                refusal_hint(cfg, &t.failures)
-            )),
-        )
-    } else if outcomes.iter().any(|o| !o.pass) {
-        (EXIT_THRESHOLD, None)
-    } else {
-        (EXIT_OK, None)
-    };
-    if let Some(e) = &error {
-        eprintln!("ws-loadgen: {e}");
-    }
-    for o in outcomes.iter().filter(|o| !o.pass) {
-        eprintln!(
-            "ws-loadgen: threshold {} failed: limit {}, actual {}",
-            o.name, o.limit, o.actual
-        );
-    }
     let stages = cfg
         .plan
         .stages
@@ -465,7 +411,7 @@ fn build_report(
         delivery_latency: HistSummary::of(&t.h.delivery),
         http_rtt: HistSummary::of(&t.h.http),
     });
-    let report = Report {
+    let mut report = Report {
         tool: "ws-loadgen".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         url: cfg.target.url.clone(),
@@ -550,9 +496,9 @@ fn build_report(
             rss_per_open_conn_bytes: per_conn,
             slot_heap_bytes_at_end: agg.slot_heap,
         },
-        thresholds: outcomes,
-        exit_code,
-        error,
+        thresholds: Vec::new(),
+        exit_code: EXIT_OK,
+        error: None,
         broadcast,
         push,
         tls: cfg.tls.as_ref().map(|t| TlsReport {
@@ -577,6 +523,44 @@ fn build_report(
         clock_note: None,
         server_samples: Vec::new(),
     };
+    // Thresholds on the report's own rows, as `merge` checks them.
+    let thresholds = Thresholds::new(args.max_error_rate, &args.max_p99, args.min_connections);
+    report.thresholds = thresholds.evaluate(&Observed::of(&report));
+    let (exit_code, error) = if c.connects_established == 0 {
+        let why = if t.failures.is_empty() {
+            "no connection was attempted".to_string()
+        } else {
+            t.failures
+                .iter()
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        (
+            EXIT_CANNOT_RUN,
+            Some(format!(
+                "no connection could be established to {} ({}): {why}{}",
+                cfg.target.url,
+                cfg.target.addr,
+                refusal_hint(cfg, &t.failures)
+            )),
+        )
+    } else if report.thresholds.iter().any(|o| !o.pass) {
+        (EXIT_THRESHOLD, None)
+    } else {
+        (EXIT_OK, None)
+    };
+    if let Some(e) = &error {
+        eprintln!("ws-loadgen: {e}");
+    }
+    for o in report.thresholds.iter().filter(|o| !o.pass) {
+        eprintln!(
+            "ws-loadgen: threshold {} failed: limit {}, actual {}",
+            o.name, o.limit, o.actual
+        );
+    }
+    report.exit_code = exit_code;
+    report.error = error;
     if let (Some(path), Some(log)) = (&args.hdr_log, hdr) {
         match log.finish(started_unix.as_secs_f64()) {
             Ok(b) => write_file("ws-loadgen", path, b),
