@@ -129,10 +129,10 @@ mod tests {
         assert_eq!(a.stages.unwrap().0.len(), 2);
         assert_eq!(a.source_ip.unwrap().0.len(), 3);
         assert_eq!(a.headers, ["X-A: b", "Cookie: c=d"]);
-        assert!((a.max_error_rate.unwrap() - 0.001).abs() < 1e-12);
-        assert_eq!(a.max_p99[0].limit, Duration::from_millis(200));
-        assert_eq!(a.max_p99[0].row, None);
-        assert_eq!(a.max_p99[1].row.as_deref(), Some("login"));
+        assert!((a.thresholds.max_error_rate.unwrap() - 0.001).abs() < 1e-12);
+        assert_eq!(a.thresholds.max_p99[0].limit, Duration::from_millis(200));
+        assert_eq!(a.thresholds.max_p99[0].row, None);
+        assert_eq!(a.thresholds.max_p99[1].row.as_deref(), Some("login"));
         assert_eq!(a.scenario, Some(ScenarioKind::Hold));
     }
 

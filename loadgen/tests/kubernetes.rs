@@ -199,7 +199,7 @@ fn the_merge_job_merges_every_pods_report_with_thresholds_that_exist() {
         .as_str()
         .unwrap()
         .to_string();
-    for l in &m.max_p99 {
+    for l in &m.thresholds.max_p99 {
         let row = l.row.as_deref().unwrap();
         assert!(
             toml.contains(&format!("name = \"{row}\"")),

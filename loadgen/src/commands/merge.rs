@@ -7,11 +7,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{EXIT_CANNOT_RUN, EXIT_OK, EXIT_THRESHOLD};
-use crate::config::parse::parse_ratio;
 use crate::report::merge::merge;
 use crate::report::run::Report;
-use crate::report::thresholds::{parse_p99, unknown_row, P99Limit};
-use crate::report::thresholds::{Observed, Thresholds};
+use crate::report::thresholds::{unknown_row, Observed, ThresholdArgs};
 use crate::report::{write_file, write_json};
 
 pub const EXAMPLES: &str = "\
@@ -40,17 +38,9 @@ pub struct MergeArgs {
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
-    /// Threshold: error rate at most this, on the merged figures.
-    #[arg(long, value_parser = parse_ratio, value_name = "RATE")]
-    pub max_error_rate: Option<f64>,
-
-    /// Threshold: p99 at most this, of the main latency or of a named row (as for `run`).
-    #[arg(long, value_parser = parse_p99, value_name = "[NAME=]DURATION")]
-    pub max_p99: Vec<P99Limit>,
-
-    /// Threshold: at least this many connections open at once, all hosts together.
-    #[arg(long, value_name = "N")]
-    pub min_connections: Option<u32>,
+    /// Evaluated on the merged figures.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 pub fn run(a: &MergeArgs) -> i32 {
@@ -87,12 +77,11 @@ pub fn run(a: &MergeArgs) -> i32 {
     };
     let observed = Observed::of(&m);
     let known: Vec<String> = observed.rows.iter().map(|x| x.0.clone()).collect();
-    if let Some(e) = unknown_row(&a.max_p99, &known) {
+    if let Some(e) = unknown_row(&a.thresholds.max_p99, &known) {
         eprintln!("ws-loadgen merge: {e}");
         return EXIT_CANNOT_RUN;
     }
-    let t = Thresholds::new(a.max_error_rate, &a.max_p99, a.min_connections);
-    m.thresholds = t.evaluate(&observed);
+    m.thresholds = a.thresholds.thresholds().evaluate(&observed);
     m.exit_code = if m.connections.established == 0 {
         m.error = Some("no connection was established on any host".into());
         EXIT_CANNOT_RUN

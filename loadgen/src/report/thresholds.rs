@@ -47,6 +47,36 @@ pub fn unknown_row(limits: &[P99Limit], known: &[String]) -> Option<String> {
     })
 }
 
+/// The threshold flags of `run` and `merge` (k6's thresholds, as flags). A row named in
+/// `--max-p99 NAME=` is checked against the run's rows before anything starts
+/// ([`unknown_row`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ThresholdArgs {
+    /// Threshold: error rate at most this (e.g. 0.1% or 0.001).
+    #[arg(long, value_parser = crate::config::parse::parse_ratio, value_name = "RATE")]
+    pub max_error_rate: Option<f64>,
+
+    /// Threshold: p99 latency at most this (e.g. 200ms): the scenario's main latency (RTT
+    /// for echo, pong for hold, fan-out for broadcast, delivery for push, the loop's RTT or
+    /// delivery for a script), or a named row: NAME=DURATION, where NAME is connect, tls,
+    /// handshake, rtt, pong, delivery, http or a script's step (login=1s, say=50ms,
+    /// say.rtt=50ms, say.delivery=80ms). Repeatable.
+    #[arg(long, value_parser = parse_p99, value_name = "[NAME=]DURATION")]
+    pub max_p99: Vec<P99Limit>,
+
+    /// Threshold: at least this many connections open at once at some point (all hosts
+    /// together in a merge).
+    #[arg(long, value_name = "N")]
+    pub min_connections: Option<u32>,
+}
+
+impl ThresholdArgs {
+    /// The thresholds these flags ask for.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds::new(self.max_error_rate, &self.max_p99, self.min_connections)
+    }
+}
+
 /// The thresholds asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Thresholds {

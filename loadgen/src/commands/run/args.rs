@@ -9,7 +9,7 @@ use clap::{Args, Parser};
 
 use crate::config::auth::{AdminArgs, TokenArgs};
 use crate::config::parse::{
-    parse_header, parse_ratio, parse_source_ips_arg, parse_stages_arg, SourceIps, Stages,
+    parse_header, parse_source_ips_arg, parse_stages_arg, SourceIps, Stages,
 };
 use crate::config::plan::{ns, parse_duration, Plan, Stage};
 use crate::config::script::template::Vars;
@@ -20,7 +20,7 @@ use crate::config::{
     MAX_FRAME_LIMIT, MAX_PAYLOAD, MAX_PUSH_CONCURRENCY, MAX_TRACKING_BYTES,
 };
 use crate::report::progress::ProgressMode;
-use crate::report::thresholds::unknown_row;
+use crate::report::thresholds::{unknown_row, ThresholdArgs};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -222,21 +222,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
 
-    /// Threshold: error rate at most this (e.g. 0.1% or 0.001).
-    #[arg(long, value_parser = parse_ratio, value_name = "RATE")]
-    pub max_error_rate: Option<f64>,
-
-    /// Threshold: p99 latency at most this (e.g. 200ms): the scenario's main latency (RTT
-    /// for echo, pong for hold, fan-out for broadcast, delivery for push, the loop's RTT or
-    /// delivery for a script), or a named row: NAME=DURATION, where NAME is connect, tls,
-    /// handshake, rtt, pong, delivery, http or a script's step (login=1s, say=50ms,
-    /// say.rtt=50ms, say.delivery=80ms). Repeatable.
-    #[arg(long, value_parser = parse_p99, value_name = "[NAME=]DURATION")]
-    pub max_p99: Vec<P99Limit>,
-
-    /// Threshold: at least this many connections open at once at some point.
-    #[arg(long, value_name = "N")]
-    pub min_connections: Option<u32>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 
     /// Live progress on stderr.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
@@ -644,7 +631,7 @@ pub fn build(a: &RunArgs, nofile: (u64, u64)) -> Result<RunConfig, String> {
         .map(|s| s.to_string())
         .collect();
     known.extend(cfg.latency_rows().into_iter().map(|r| r.0));
-    if let Some(e) = unknown_row(&a.max_p99, &known) {
+    if let Some(e) = unknown_row(&a.thresholds.max_p99, &known) {
         return Err(e);
     }
     Ok(cfg)

@@ -31,7 +31,7 @@ use crate::report::run::{
     BroadcastReport, ClockSync, ConfigEcho, Connections, Heartbeat, Latency, LoopReport, Messages,
     Process, PushReport, Report, ScriptReport, StageReport, StepReport, TlsReport,
 };
-use crate::report::thresholds::{Observed, Thresholds};
+use crate::report::thresholds::Observed;
 use crate::report::{write_file, write_json};
 use crate::scenario::fanout::AllDelivered;
 use args::RunArgs;
@@ -524,8 +524,10 @@ fn build_report(
         server_samples: Vec::new(),
     };
     // Thresholds on the report's own rows, as `merge` checks them.
-    let thresholds = Thresholds::new(args.max_error_rate, &args.max_p99, args.min_connections);
-    report.thresholds = thresholds.evaluate(&Observed::of(&report));
+    report.thresholds = args
+        .thresholds
+        .thresholds()
+        .evaluate(&Observed::of(&report));
     let (exit_code, error) = if c.connects_established == 0 {
         let why = if t.failures.is_empty() {
             "no connection was attempted".to_string()
