@@ -18,10 +18,6 @@ use crate::engine::scenario::Scenario;
 use crate::engine::schedule::share;
 use crate::scenario::fanout::{BcWorker, SeqVerdict};
 
-/// Drain: once every expected delivery has arrived, how long a worker must have received
-/// nothing before it stops waiting.
-const QUIET_NS: u64 = 50_000_000;
-
 /// How the run's publishers are numbered: worker `w` owns slots `0..share(total, w)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Publishers {
@@ -196,7 +192,7 @@ impl Scenario for Broadcast {
     fn settled(&self, io: &Io, now: u64) -> bool {
         let d = &io.sh.deliveries;
         d.received.load(Ordering::Relaxed) >= d.expected.load(Ordering::Relaxed)
-            && now.saturating_sub(self.bc.last_recv_ns) >= QUIET_NS
+            && now.saturating_sub(self.bc.last_recv_ns) >= super::QUIET_NS
     }
 
     fn delta(&mut self) -> Option<Box<FanoutDelta>> {

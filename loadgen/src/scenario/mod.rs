@@ -34,6 +34,11 @@ pub mod http_post;
 pub mod push;
 pub mod script;
 
+/// Drain, for scenarios whose messages reach other connections than they left from
+/// (broadcast, a script's deliveries): how long a worker must have received nothing
+/// before it stops waiting.
+pub const QUIET_NS: u64 = 50_000_000;
+
 /// A worker ready to run on its thread.
 pub type Job = Box<dyn FnOnce() + Send>;
 

@@ -34,8 +34,6 @@ use crate::engine::stats::record_ns;
 const MAX_WAITING: usize = 1024;
 /// (receiver, sender) pairs a worker sequence-checks at most (~32 B each).
 const MAX_TRACKED: usize = 1 << 21;
-/// Drain: how long nothing must have arrived before the worker stops waiting.
-const QUIET_NS: u64 = 50_000_000;
 /// How far behind its schedule a connection's sends may fall before the schedule is
 /// moved on (the latency of the late ones still shows it).
 const MAX_LAG_NS: u64 = 1_000_000_000;
@@ -580,7 +578,7 @@ impl Scenario for Scripted {
     fn settled(&self, _io: &Io, now: u64) -> bool {
         // Deliveries to other connections are not counted in flight: wait until nothing
         // has arrived for a moment, as the broadcast scenario does.
-        now.saturating_sub(self.last_rx_ns) >= QUIET_NS
+        now.saturating_sub(self.last_rx_ns) >= super::QUIET_NS
     }
 
     fn next_deadline(&self) -> Option<u64> {
