@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::plan::Stage;
 use crate::config::ScenarioKind;
 use crate::engine::stats::{Counters, HistSummary, Hists};
-use crate::report::thresholds::Outcome;
+use crate::report::thresholds::{Observed, Outcome};
 
 /// The settings the run used.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -948,4 +948,63 @@ fn extra_note(b: &BroadcastReport) -> String {
         ));
     }
     s
+}
+
+/// The p99 of every latency row of a report, by the names `--max-p99 NAME=` takes.
+fn rows(r: &Report) -> Vec<(String, Option<u64>)> {
+    let p = |h: HistSummaryRef| h.filter(|h| h.count > 0).map(|h| h.p99);
+    let l = &r.latency;
+    let mut v = vec![
+        ("connect".to_string(), p(Some(&l.connect))),
+        ("tls".into(), p(l.tls.as_ref())),
+        ("handshake".into(), p(Some(&l.handshake))),
+        ("http".into(), p(l.http.as_ref())),
+        ("rtt".into(), p(Some(&l.rtt))),
+        ("pong".into(), p(Some(&l.pong))),
+        ("delivery".into(), p(l.delivery.as_ref())),
+    ];
+    if let Some(s) = &r.script {
+        for st in &s.steps {
+            v.push((st.name.clone(), p(st.latency.as_ref())));
+        }
+        if let Some(lp) = &s.loop_ {
+            let main = if lp.echo { &lp.rtt } else { &lp.delivery };
+            v.push((lp.name.clone(), p(Some(main))));
+            v.push((format!("{}.rtt", lp.name), p(Some(&lp.rtt))));
+            v.push((format!("{}.delivery", lp.name), p(Some(&lp.delivery))));
+        }
+    }
+    v
+}
+
+/// The p99 of a report's main latency (`main_latency` names it: `fanout` and `push` are
+/// the delivery row, `LOOP rtt` is `LOOP.rtt`).
+fn main_p99(name: &str, rows: &[(String, Option<u64>)]) -> Option<u64> {
+    let key = match name {
+        "fanout" | "push" => "delivery".to_string(),
+        n => match n.rsplit_once(' ') {
+            Some((lp, kind)) => format!("{lp}.{kind}"),
+            None => n.to_string(),
+        },
+    };
+    rows.iter().find(|(n, _)| *n == key).and_then(|r| r.1)
+}
+
+impl Observed {
+    /// The figures of a run's (or a merged) report: what `run` and `merge` both check.
+    pub fn of(r: &Report) -> Self {
+        let latency_name = if r.main_latency.is_empty() {
+            r.scenario.latency_name().to_string()
+        } else {
+            r.main_latency.clone()
+        };
+        let rows = rows(r);
+        Self {
+            error_rate: r.error_rate,
+            p99_us: main_p99(&latency_name, &rows),
+            latency_name,
+            rows,
+            peak_open: r.connections.peak_open,
+        }
+    }
 }
