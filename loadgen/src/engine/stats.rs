@@ -394,14 +394,18 @@ pub fn encode_hist(h: &Histogram<u64>) -> String {
     }
 }
 
-/// Inverse of [`encode_hist`].
+/// Inverse of [`encode_hist`]. The result resizes itself like [`new_hist`]'s: a decoded
+/// histogram only spans the values it was sent with, and one that later takes larger
+/// values (merging another host's, adding a later second's) must grow, not refuse.
 pub fn decode_hist(s: &str) -> Result<Histogram<u64>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| format!("histogram is not base64: {e}"))?;
-    Deserializer::new()
+    let mut h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut std::io::Cursor::new(bytes))
-        .map_err(|e| format!("histogram does not decode: {e:?}"))
+        .map_err(|e| format!("histogram does not decode: {e:?}"))?;
+    h.auto(true);
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -441,6 +445,14 @@ mod tests {
         assert_eq!(back.value_at_quantile(0.99), h.value_at_quantile(0.99));
         assert!(decode_hist("!!!").is_err());
         assert!(decode_hist("AAAA").is_err());
+        // A decoded histogram of small values takes a far larger one added to it.
+        let mut small = new_hist();
+        record_ns(&mut small, 1_000);
+        let mut big = new_hist();
+        record_ns(&mut big, 3_600_000_000_000);
+        let mut d = decode_hist(&encode_hist(&small)).unwrap();
+        d.add(&big).unwrap();
+        assert_eq!(d.len(), 2);
         let e = HistSummary::of(&new_hist());
         assert_eq!((e.count, e.p99, e.max), (0, 0, 0));
         assert_eq!(e.decode().unwrap().len(), 0);

@@ -151,9 +151,9 @@ fn merge_seconds(
                 m.msgs_received += s.msgs_received;
                 m.bytes_received += s.bytes_received;
                 match (mh.as_mut(), h) {
-                    (Some(a), Some(b)) => {
-                        let _ = a.add(&b);
-                    }
+                    (Some(a), Some(b)) => a
+                        .add(&b)
+                        .map_err(|e| format!("second {t}: histograms do not add: {e:?}"))?,
                     // Without the histogram (an older report): the larger p99 bounds it.
                     _ => {
                         *mh = None;
